@@ -1,0 +1,24 @@
+"""bioprop — circuits of rate and spiking populations trained with local learning rules,
+compared against a torch backprop reference on the same circuit, weights and data order."""
+
+from bioprop import activations, data, init, losses, rules
+from bioprop.circuit import Circuit, SweepState
+from bioprop.pathway import Pathway, SignSymmetricPathway, TransposePathway
+from bioprop.population import Population
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Circuit",
+    "SweepState",
+    "Population",
+    "Pathway",
+    "SignSymmetricPathway",
+    "TransposePathway",
+    "activations",
+    "data",
+    "init",
+    "losses",
+    "rules",
+    "__version__",
+]

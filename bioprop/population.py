@@ -1,0 +1,76 @@
+"""Populations: named groups of units.
+
+A *rate* population holds a pre-activation (membrane potential) ``u`` and a
+rate ``r = f(u)``.  Its dynamics are either
+
+* ``"instant"`` — r is a function of this sweep's input (layered circuits), or
+* ``"leaky"``  — ``tau du/dt = -u + input`` integrated until the circuit settles
+  (dynamical circuits such as equilibrium propagation's).
+
+Spiking populations (LIF, adaptive LIF) live in :mod:`bioprop.spiking` and
+share this interface's ``name`` and ``size``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from bioprop import activations
+
+__all__ = ["Population", "DYNAMICS"]
+
+DYNAMICS = ("instant", "leaky")
+
+
+@dataclass
+class Population:
+    """A named group of ``size`` rate units.
+
+    Parameters
+    ----------
+    name
+        Unique name within the circuit (``"input"``, ``"hidden1"``, ...).
+    size
+        Number of units.
+    activation
+        Name of the activation ``f`` (see :func:`bioprop.activations.names`).
+    dynamics
+        ``"instant"`` (feedforward sweep) or ``"leaky"`` (settling).
+    tau
+        Time constant of leaky dynamics, in units of the integration step.
+    """
+
+    name: str
+    size: int
+    activation: str = "linear"
+    dynamics: str = "instant"
+    tau: float = 1.0
+    kind: str = field(default="rate", init=False)
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name or "/" in self.name or "." in self.name:
+            raise ValueError(
+                f"population name must be a non-empty string without '/' or '.', got {self.name!r}"
+            )
+        if not isinstance(self.size, int) or isinstance(self.size, bool) or self.size < 1:
+            raise ValueError(
+                f"population {self.name!r}: size must be a positive integer, got {self.size!r}"
+            )
+        self.act = activations.get(self.activation)
+        if self.dynamics not in DYNAMICS:
+            raise ValueError(
+                f"population {self.name!r}: dynamics must be one of {DYNAMICS}, "
+                f"got {self.dynamics!r}"
+            )
+        if not self.tau > 0:
+            raise ValueError(f"population {self.name!r}: tau must be > 0, got {self.tau!r}")
+
+    def describe(self) -> dict:
+        """Attributes stored in recordings."""
+        return {
+            "kind": self.kind,
+            "size": self.size,
+            "activation": str(self.activation),
+            "dynamics": self.dynamics,
+            "tau": self.tau,
+        }
