@@ -22,3 +22,20 @@ __all__ = [
     "rules",
     "__version__",
 ]
+
+from bioprop import analysis  # noqa: E402
+from bioprop.io import load  # noqa: E402
+from bioprop.recorder import Record, Recorder  # noqa: E402
+from bioprop.trainer import Checkpoint, DivergenceError, Run, evaluate, train  # noqa: E402
+
+__all__ += [
+    "analysis",
+    "load",
+    "Record",
+    "Recorder",
+    "Checkpoint",
+    "DivergenceError",
+    "Run",
+    "evaluate",
+    "train",
+]

@@ -196,6 +196,9 @@ class Circuit(nn.Module):
                         "feedforward sweep needs an acyclic graph. Use role='lateral' or "
                         "populations with dynamics='leaky' for a settling circuit"
                     )
+        ref = next(self.parameters(), None)
+        if ref is not None:  # new pathways follow the circuit's dtype and device
+            pathway.to(device=ref.device, dtype=ref.dtype)
         self.pathways[pathway.name] = pathway
         self._order = None
         return pathway

@@ -49,3 +49,16 @@ register("linear-teacher", "y = T x, T ~ U[-1,1]^(10x30), x ~ N(0, I) (Lillicrap
 register("nonlinear-teacher", "targets of a fixed random 30-20-10 tanh network")(
     nonlinear_teacher
 )
+
+# Real datasets (files or generated and cached; see bioprop.data.mnist / .mnist1d).
+# Imported under private names so ``bioprop.data.mnist`` stays the module.
+from bioprop.data import mnist as _mnist  # noqa: E402
+from bioprop.data import mnist1d as _mnist1d  # noqa: E402
+
+register("mnist", "MNIST digits, 60000/10000 28x28 images as 784 features in [0, 1]")(_mnist.mnist)
+register("fashion-mnist", "Fashion-MNIST (Zalando), 60000/10000 28x28 images as 784 features")(
+    _mnist.fashion_mnist
+)
+register("mnist1d", "MNIST-1D: 40-sample 1-D digit signals, generated from a seed and cached")(
+    _mnist1d.mnist1d
+)

@@ -40,6 +40,8 @@ class Signals:
     delta
         Teaching signal per population, per sample: ``{population: (N, n)}``.
         For error-propagating rules δ_p ≈ ∂ℓ_n/∂u_p.
+    rates
+        Rates r of each population in the clean sweep (filled in by :meth:`Rule.step`).
     extra
         Rule-specific quantities worth recording (e.g. a perturbation size).
     """
@@ -47,6 +49,7 @@ class Signals:
     loss: torch.Tensor
     output: torch.Tensor
     delta: dict[str, torch.Tensor] = field(default_factory=dict)
+    rates: dict[str, torch.Tensor] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -103,7 +106,10 @@ class Rule:
         """``forward`` then ``teach``.  ``.grad`` of trained parameters is overwritten;
         parameters the rule does not train are left with ``.grad = None``."""
         state = self.forward(circuit, x)
-        return self.teach(circuit, state, y, loss)
+        signals = self.teach(circuit, state, y, loss)
+        if not signals.rates:
+            signals.rates = state.r
+        return signals
 
     # -- bookkeeping ---------------------------------------------------------------------
     def hyperparameters(self) -> dict[str, Any]:

@@ -54,7 +54,7 @@ class NodePerturbation(Rule):
     name = "node-perturbation"
     description = "perturb hidden units with noise, broadcast the scalar change in loss"
 
-    def __init__(self, sigma: float = 1e-3):
+    def __init__(self, sigma: float = 1e-2):
         super().__init__()
         if not sigma > 0:
             raise ValueError(f"node-perturbation: sigma must be > 0, got {sigma!r}")
@@ -70,7 +70,9 @@ class NodePerturbation(Rule):
         with torch.no_grad():
             out = circuit.output
             e = output_error(circuit, state, y, loss)
-            clean = loss.per_sample(state.r[out], y)
+            # Δℓ is a small difference of two losses: take it in float64
+            y64 = y.double() if y.is_floating_point() else y
+            clean = loss.per_sample(state.r[out].double(), y64)
             x = state.r[circuit.input]
             noise = {}
             for name in circuit.hidden():
@@ -79,13 +81,13 @@ class NodePerturbation(Rule):
                 ).to(state.u[name].device)
                 noise[name] = xi.mul_(self.sigma)
             perturbed = circuit.sweep(x, noise=noise)
-            dl = loss.per_sample(perturbed.r[out], y) - clean  # Δℓ_n
-            scale = (dl / self.sigma**2).unsqueeze(1)
+            dl = loss.per_sample(perturbed.r[out].double(), y64) - clean  # Δℓ_n
+            scale = (dl / self.sigma**2).unsqueeze(1).to(e.dtype)
             delta = {out: e}
             for name, xi in noise.items():
                 delta[name] = scale * xi  # δ̂_p = (Δℓ/σ²) ξ_p
             write_pathway_grads(circuit, state, delta)
-        return Signals(clean.mean(), state.r[out], delta, {"sigma": self.sigma})
+        return Signals(clean.mean().float(), state.r[out], delta, {"sigma": self.sigma})
 
     def hyperparameters(self):
         return {"sigma": self.sigma}

@@ -1,0 +1,320 @@
+"""Recordings: NetCDF4-valid HDF5 files written step by step with h5netcdf.
+
+Layout (see ``docs/recordings.md``)::
+
+    /                       attrs: provenance (rule, hyper-parameters, seed, versions, ...)
+    /metrics                step (unlimited): epoch, loss
+    /pathways/<name>        step, post, pre: weight, bias, update, update_bp, bias_update, ...
+    /populations/<name>     step, sample, neuron: delta, delta_bp, rate
+
+Every group has its own unlimited ``step`` dimension and ``step`` coordinate,
+so groups may be recorded on their own schedules.  Each record is appended by
+growing ``step`` by one and writing that slice, and the file is flushed after
+every record: a killed run keeps every record written before the kill, and
+nothing of the recording is held in memory beyond the current step.
+
+``update`` is the rule's proposed change per unit learning rate, −ĝ (the
+negative of what the rule wrote into ``.grad``); ``update_bp`` is −∂L/∂W of
+the shadow backprop reference for the same batch and weights.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5netcdf
+import numpy as np
+import torch
+
+from bioprop.circuit import Circuit
+from bioprop.rules.base import Signals
+
+__all__ = ["Record", "Recorder", "VARIABLES"]
+
+PATHWAY_VARIABLES = ("weight", "bias", "update", "update_bp", "bias_update", "bias_update_bp")
+POPULATION_VARIABLES = ("delta", "delta_bp", "rate")
+VARIABLES = PATHWAY_VARIABLES + POPULATION_VARIABLES
+
+
+@dataclass
+class Record:
+    """What to record, where and how often.
+
+    Parameters
+    ----------
+    path
+        The HDF5 file to write.
+    every
+        Record every ``every`` training steps (step 0 included).
+    pathways, populations
+        Names to record (default: all).  Pass ``[]`` to record none.
+    variables
+        Which variables (default: all of :data:`VARIABLES`).
+    samples
+        How many samples of the batch to keep for per-sample signals
+        (``delta``, ``delta_bp``, ``rate``); missing samples are NaN.
+    shadow
+        Compute and store the backprop reference (``update_bp``, ``delta_bp``)
+        on recording steps.
+    """
+
+    path: str | os.PathLike
+    every: int = 100
+    pathways: Sequence[str] | None = None
+    populations: Sequence[str] | None = None
+    variables: Sequence[str] | None = None
+    samples: int = 16
+    shadow: bool = True
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if not isinstance(self.every, int) or self.every < 1:
+            raise ValueError(f"Record(every=...) must be a positive integer, got {self.every!r}")
+        if self.samples < 0:
+            raise ValueError(f"Record(samples=...) must be >= 0, got {self.samples!r}")
+        if self.variables is not None:
+            unknown = sorted(set(self.variables) - set(VARIABLES))
+            if unknown:
+                raise ValueError(
+                    f"Record(variables=...): unknown {unknown}; choose from {list(VARIABLES)}"
+                )
+        self.path = Path(self.path)
+
+    def due(self, step: int) -> bool:
+        return step % self.every == 0
+
+
+def _to_attr(v: Any):
+    if isinstance(v, bool):
+        return int(v)
+    if isinstance(v, str):
+        return str(v)
+    if isinstance(v, (int, float, np.integer, np.floating)):
+        return v
+    return json.dumps(v, default=repr)
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().to("cpu", torch.float32).numpy()
+
+
+class Recorder:
+    """Writes :class:`Record` s of a circuit under training to an HDF5 file.
+
+    Use as a context manager; :meth:`close` is idempotent.  ``mode="a"``
+    reopens an existing recording to continue it (after a resume), dropping
+    records later than ``truncate_after``.
+    """
+
+    def __init__(
+        self,
+        spec: Record,
+        circuit: Circuit,
+        attrs: dict[str, Any] | None = None,
+        mode: str = "w",
+        truncate_after: int | None = None,
+    ):
+        self.spec = spec
+        self.circuit = circuit
+        wanted_vars = set(spec.variables) if spec.variables is not None else set(VARIABLES)
+        self._vars = wanted_vars
+        all_pw = list(circuit.pathways)
+        all_pop = [n for n in circuit.order()]
+        self._pathways = list(spec.pathways) if spec.pathways is not None else all_pw
+        self._populations = (
+            list(spec.populations) if spec.populations is not None else all_pop
+        )
+        for n in self._pathways:
+            if n not in circuit.pathways:
+                raise ValueError(f"Record(pathways=...): no pathway {n!r}; the circuit has {all_pw}")
+        for n in self._populations:
+            if n not in circuit.populations:
+                raise ValueError(
+                    f"Record(populations=...): no population {n!r}; the circuit has {all_pop}"
+                )
+        path = Path(spec.path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if mode == "a" and path.exists():
+            self.file = h5netcdf.File(path, "a")
+            self._truncate(truncate_after)
+        else:
+            self.file = h5netcdf.File(path, "w")
+            self._create(attrs or {})
+        self.file.flush()
+        self.closed = False
+
+    # -- layout -------------------------------------------------------------------------
+    def _create(self, attrs: dict[str, Any]) -> None:
+        f = self.file
+        for k, v in {**attrs, **self.spec.attrs}.items():
+            f.attrs[k] = _to_attr(v)
+        f.attrs["Conventions"] = "bioprop-recording-1"
+        f.attrs["record_every"] = self.spec.every
+        m = f.create_group("metrics")
+        m.dimensions["step"] = None
+        m.create_variable("step", ("step",), "i8", chunks=(1024,))
+        m.create_variable("epoch", ("step",), "i8", chunks=(1024,))
+        m.create_variable("loss", ("step",), "f8", chunks=(1024,), fillvalue=np.nan)
+        m.variables["loss"].attrs["long_name"] = "batch loss L of the clean sweep"
+        pws = f.create_group("pathways")
+        for name in self._pathways:
+            pw = self.circuit.pathways[name]
+            n_post, n_pre = pw.shape
+            g = pws.create_group(name)
+            for k, v in pw.describe().items():
+                g.attrs[k] = _to_attr(v)
+            g.dimensions["step"] = None
+            g.dimensions["post"] = n_post
+            g.dimensions["pre"] = n_pre
+            g.create_variable("step", ("step",), "i8", chunks=(1024,))
+            mat = [v for v in ("weight", "update", "update_bp") if v in self._vars]
+            if pw.role != "feedforward" or not pw.plastic:
+                mat = [v for v in mat if v == "weight" or pw.plastic]
+                if pw.role != "feedforward":
+                    mat = [v for v in mat if v != "update_bp"]
+            for v in mat:
+                g.create_variable(
+                    v, ("step", "post", "pre"), "f4", chunks=(1, n_post, n_pre), fillvalue=np.nan
+                )
+            if pw.bias is not None:
+                vec = {"bias": "weight", "bias_update": "update", "bias_update_bp": "update_bp"}
+                for v, needs in vec.items():
+                    if v in self._vars and needs in mat:
+                        g.create_variable(
+                            v, ("step", "post"), "f4", chunks=(1, n_post), fillvalue=np.nan
+                        )
+            for vname, v in g.variables.items():
+                if vname != "step":
+                    v.attrs["long_name"] = _LONG_NAMES[vname]
+        pops = f.create_group("populations")
+        k = self.spec.samples
+        for name in self._populations:
+            pop = self.circuit.populations[name]
+            g = pops.create_group(name)
+            for kk, v in pop.describe().items():
+                g.attrs[kk] = _to_attr(v)
+            g.attrs["is_input"] = int(name == self.circuit.input)
+            g.attrs["is_output"] = int(name == self.circuit.output)
+            g.dimensions["step"] = None
+            g.dimensions["sample"] = k
+            g.dimensions["neuron"] = pop.size
+            g.create_variable("step", ("step",), "i8", chunks=(1024,))
+            for v in POPULATION_VARIABLES:
+                if v in self._vars and k > 0:
+                    if v != "rate" and name == self.circuit.input:
+                        continue
+                    g.create_variable(
+                        v, ("step", "sample", "neuron"), "f4", chunks=(1, k, pop.size),
+                        fillvalue=np.nan,
+                    )
+                    g.variables[v].attrs["long_name"] = _LONG_NAMES[v]
+
+    def _groups(self) -> Iterable:
+        f = self.file
+        yield f["metrics"]
+        for g in f["pathways"].groups.values():
+            yield g
+        for g in f["populations"].groups.values():
+            yield g
+
+    def _truncate(self, last_step: int | None) -> None:
+        """Drop records with step > last_step (continuing after a checkpoint)."""
+        if last_step is None:
+            return
+        for g in self._groups():
+            steps = g.variables["step"][:]
+            keep = int(np.searchsorted(steps, last_step, side="right"))
+            if keep < len(steps):
+                g.resize_dimension("step", keep)
+
+    # -- writing ------------------------------------------------------------------------
+    def write(
+        self,
+        step: int,
+        epoch: int,
+        signals: Signals,
+        reference: tuple[dict, dict, torch.Tensor] | None = None,
+    ) -> None:
+        """Append one record: the circuit's current weights, the rule's ``.grad`` and
+        ``signals``, and the shadow backprop ``reference`` (grads, deltas, loss)."""
+        f = self.file
+        ref_grads, ref_delta = ({}, {}) if reference is None else reference[:2]
+        m = f["metrics"]
+        i = m.dimensions["step"].size
+        m.resize_dimension("step", i + 1)
+        m.variables["step"][i] = step
+        m.variables["epoch"][i] = epoch
+        m.variables["loss"][i] = float(signals.loss)
+        pws = f["pathways"]
+        for name in self._pathways:
+            pw = self.circuit.pathways[name]
+            g = pws[name]
+            i = g.dimensions["step"].size
+            g.resize_dimension("step", i + 1)
+            gv = g.variables
+            gv["step"][i] = step
+            if "weight" in gv:
+                gv["weight"][i] = _np(pw.effective_weight())
+            if "bias" in gv:
+                gv["bias"][i] = _np(pw.bias)
+            if "update" in gv:
+                gr = pw.weight.grad
+                gv["update"][i] = -_np(gr) if gr is not None else 0.0
+            if "bias_update" in gv:
+                gr = pw.bias.grad
+                gv["bias_update"][i] = -_np(gr) if gr is not None else 0.0
+            if "update_bp" in gv and f"{name}.weight" in ref_grads:
+                gv["update_bp"][i] = -_np(ref_grads[f"{name}.weight"])
+            if "bias_update_bp" in gv and f"{name}.bias" in ref_grads:
+                gv["bias_update_bp"][i] = -_np(ref_grads[f"{name}.bias"])
+        pops = f["populations"]
+        k = self.spec.samples
+        for name in self._populations:
+            g = pops[name]
+            i = g.dimensions["step"].size
+            g.resize_dimension("step", i + 1)
+            gv = g.variables
+            gv["step"][i] = step
+            if k == 0:
+                continue
+            for var, source in (
+                ("delta", signals.delta),
+                ("delta_bp", ref_delta),
+                ("rate", signals.rates),
+            ):
+                if var in gv and name in source:
+                    arr = _np(source[name][:k])
+                    if arr.shape[0] < k:
+                        pad = np.full((k - arr.shape[0], arr.shape[1]), np.nan, np.float32)
+                        arr = np.concatenate([arr, pad])
+                    gv[var][i] = arr
+        f.flush()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.file.close()
+            self.closed = True
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+_LONG_NAMES = {
+    "weight": "weight W (post x pre) before this step's update",
+    "bias": "bias b before this step's update",
+    "update": "rule's update per unit learning rate, -g_rule",
+    "update_bp": "shadow backprop update for the same batch and weights, -dL/dW",
+    "bias_update": "rule's bias update per unit learning rate, -g_rule",
+    "bias_update_bp": "shadow backprop bias update, -dL/db",
+    "delta": "rule's teaching signal per sample (~ dl/du)",
+    "delta_bp": "backprop teaching signal per sample, dl/du",
+    "rate": "rate r = f(u) per sample",
+}
