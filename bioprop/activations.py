@@ -8,8 +8,8 @@ cheaper, f' is computed from the rate r that the forward sweep already holds
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 

@@ -50,7 +50,8 @@ def _node(rec: Rec, name: str, kind: str | None = None) -> xr.Dataset:
         if k in tree.children and name in tree[k].children:
             return tree[k][name].to_dataset()
     avail = {k: list(tree[k].children) for k in ("pathways", "populations") if k in tree.children}
-    raise KeyError(f"the recording has no {kind or 'pathway or population'} {name!r}; it has {avail}")
+    what = {"pathways": "pathway", "populations": "population"}.get(kind, "pathway or population")
+    raise KeyError(f"the recording has no {what} {name!r}; it has {avail}")
 
 
 def _var(ds: xr.Dataset, var: str, name: str) -> xr.DataArray:
@@ -93,8 +94,11 @@ def update_angle(rec: Rec, name: str, per_sample: bool = False) -> xr.DataArray:
     tree = _tree(rec)
     if "pathways" in tree.children and name in tree["pathways"].children:
         ds = _node(tree, name, "pathways")
-        out = angle(_var(ds, "update", name), _var(ds, "update_bp", name), ["post", "pre"])
+        out = angle(
+            _var(ds, "weight_update", name), _var(ds, "weight_update_bp", name), ["post", "pre"]
+        )
     else:
+        _node(tree, name)  # a clear error when it is neither
         return delta_angle(tree, name, per_sample=per_sample)
     out.name = f"angle({name}: update, bp)"
     return out
@@ -163,7 +167,7 @@ def update_norm_ratio(rec: Rec, name: str) -> xr.DataArray:
     tree = _tree(rec)
     if "pathways" in tree.children and name in tree["pathways"].children:
         ds = _node(tree, name, "pathways")
-        a, b, dims = ds["update"], ds["update_bp"], ["post", "pre"]
+        a, b, dims = ds["weight_update"], ds["weight_update_bp"], ["post", "pre"]
     else:
         ds = _node(tree, name, "populations")
         a, b, dims = ds["delta"], ds["delta_bp"], ["sample", "neuron"]
@@ -187,12 +191,16 @@ def pseudoinverse_update(rec: Rec, pathway: str) -> xr.DataArray:
     # singular values below the stored precision (float32) are treated as zero
     rcond = float(np.finfo(w.dtype).eps) * max(w.sizes["post"], w.sizes["pre"]) * 10
     w_pinv = xr.apply_ufunc(
-        lambda a: np.linalg.pinv(a, rcond=rcond), w.astype("float64"),
-        input_core_dims=[["post", "pre"]], output_core_dims=[["pre", "post"]],
+        lambda a: np.linalg.pinv(a, rcond=rcond),
+        w.astype("float64"),
+        input_core_dims=[["post", "pre"]],
+        output_core_dims=[["pre", "post"]],
     )
     w_pinv, e = xr.align(w_pinv, e.rename({"neuron": "post"}), join="inner")
-    out = xr.dot(w_pinv, e, dim="post").rename({"pre": "neuron"}).transpose(
-        "step", "sample", "neuron"
+    out = (
+        xr.dot(w_pinv, e, dim="post")
+        .rename({"pre": "neuron"})
+        .transpose("step", "sample", "neuron")
     )
     out.name = "delta_pbp"
     return out

@@ -164,8 +164,15 @@ class Circuit(nn.Module):
         else:
             b = torch.zeros(dst.size) if bias else None
         p = Pathway(
-            source, target, weight, b, role=role, plastic=plastic, mirrors=mirrors,
-            init=used_init, name=name,
+            source,
+            target,
+            weight,
+            b,
+            role=role,
+            plastic=plastic,
+            mirrors=mirrors,
+            init=used_init,
+            name=name,
         )
         return self.add_pathway(p)
 
@@ -324,9 +331,7 @@ class Circuit(nn.Module):
         return [p for p in self.parameters() if p.requires_grad]
 
     # -- running -------------------------------------------------------------------------
-    def sweep(
-        self, x: torch.Tensor, noise: dict[str, torch.Tensor] | None = None
-    ) -> SweepState:
+    def sweep(self, x: torch.Tensor, noise: dict[str, torch.Tensor] | None = None) -> SweepState:
         """Feedforward sweep; returns ``u`` and ``r`` of every population.
 
         ``noise`` adds a perturbation ξ_p to the pre-activation of the named

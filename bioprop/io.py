@@ -20,7 +20,9 @@ def load(path: str | os.PathLike) -> xr.DataTree:
     """
     p = Path(path)
     if not p.exists():
-        raise FileNotFoundError(f"no recording at {p}; pass the path a run wrote (Record(path=...))")
+        raise FileNotFoundError(
+            f"no recording at {p}; pass the path a run wrote (Record(path=...))"
+        )
     try:
         return xr.open_datatree(p, engine="h5netcdf")
     except OSError as exc:

@@ -69,7 +69,9 @@ class Pathway(nn.Module):
     ):
         super().__init__()
         if role not in ROLES:
-            raise ValueError(f"pathway {source}->{target}: role must be one of {ROLES}, got {role!r}")
+            raise ValueError(
+                f"pathway {source}->{target}: role must be one of {ROLES}, got {role!r}"
+            )
         self.source = source
         self.target = target
         self.role = role
@@ -134,9 +136,8 @@ class Pathway(nn.Module):
 
     def extra_repr(self) -> str:
         n_post, n_pre = self.shape
-        return (
-            f"{self.name!r}, {n_post}x{n_pre}, role={self.role}, plastic={self.plastic}"
-            + (f", mirrors={self.mirrors!r}" if self.mirrors else "")
+        return f"{self.name!r}, {n_post}x{n_pre}, role={self.role}, plastic={self.plastic}" + (
+            f", mirrors={self.mirrors!r}" if self.mirrors else ""
         )
 
 

@@ -4,7 +4,7 @@ Layout (see ``docs/recordings.md``)::
 
     /                       attrs: provenance (rule, hyper-parameters, seed, versions, ...)
     /metrics                step (unlimited): epoch, loss
-    /pathways/<name>        step, post, pre: weight, bias, update, update_bp, bias_update, ...
+    /pathways/<name>        step, post, pre: weight, bias, weight_update, weight_update_bp, ...
     /populations/<name>     step, sample, neuron: delta, delta_bp, rate
 
 Every group has its own unlimited ``step`` dimension and ``step`` coordinate,
@@ -13,8 +13,8 @@ growing ``step`` by one and writing that slice, and the file is flushed after
 every record: a killed run keeps every record written before the kill, and
 nothing of the recording is held in memory beyond the current step.
 
-``update`` is the rule's proposed change per unit learning rate, −ĝ (the
-negative of what the rule wrote into ``.grad``); ``update_bp`` is −∂L/∂W of
+``weight_update`` is the rule's proposed change per unit learning rate, −ĝ (the
+negative of what the rule wrote into ``.grad``); ``weight_update_bp`` is −∂L/∂W of
 the shadow backprop reference for the same batch and weights.
 """
 
@@ -36,7 +36,14 @@ from bioprop.rules.base import Signals
 
 __all__ = ["Record", "Recorder", "VARIABLES"]
 
-PATHWAY_VARIABLES = ("weight", "bias", "update", "update_bp", "bias_update", "bias_update_bp")
+PATHWAY_VARIABLES = (
+    "weight",
+    "bias",
+    "weight_update",
+    "weight_update_bp",
+    "bias_update",
+    "bias_update_bp",
+)
 POPULATION_VARIABLES = ("delta", "delta_bp", "rate")
 VARIABLES = PATHWAY_VARIABLES + POPULATION_VARIABLES
 
@@ -126,12 +133,12 @@ class Recorder:
         all_pw = list(circuit.pathways)
         all_pop = [n for n in circuit.order()]
         self._pathways = list(spec.pathways) if spec.pathways is not None else all_pw
-        self._populations = (
-            list(spec.populations) if spec.populations is not None else all_pop
-        )
+        self._populations = list(spec.populations) if spec.populations is not None else all_pop
         for n in self._pathways:
             if n not in circuit.pathways:
-                raise ValueError(f"Record(pathways=...): no pathway {n!r}; the circuit has {all_pw}")
+                raise ValueError(
+                    f"Record(pathways=...): no pathway {n!r}; the circuit has {all_pw}"
+                )
         for n in self._populations:
             if n not in circuit.populations:
                 raise ValueError(
@@ -145,7 +152,7 @@ class Recorder:
         else:
             self.file = h5netcdf.File(path, "w")
             self._create(attrs or {})
-        self.file.flush()
+        self.flush()
         self.closed = False
 
     # -- layout -------------------------------------------------------------------------
@@ -172,17 +179,21 @@ class Recorder:
             g.dimensions["post"] = n_post
             g.dimensions["pre"] = n_pre
             g.create_variable("step", ("step",), "i8", chunks=(1024,))
-            mat = [v for v in ("weight", "update", "update_bp") if v in self._vars]
+            mat = [v for v in ("weight", "weight_update", "weight_update_bp") if v in self._vars]
             if pw.role != "feedforward" or not pw.plastic:
                 mat = [v for v in mat if v == "weight" or pw.plastic]
                 if pw.role != "feedforward":
-                    mat = [v for v in mat if v != "update_bp"]
+                    mat = [v for v in mat if v != "weight_update_bp"]
             for v in mat:
                 g.create_variable(
                     v, ("step", "post", "pre"), "f4", chunks=(1, n_post, n_pre), fillvalue=np.nan
                 )
             if pw.bias is not None:
-                vec = {"bias": "weight", "bias_update": "update", "bias_update_bp": "update_bp"}
+                vec = {
+                    "bias": "weight",
+                    "bias_update": "weight_update",
+                    "bias_update_bp": "weight_update_bp",
+                }
                 for v, needs in vec.items():
                     if v in self._vars and needs in mat:
                         g.create_variable(
@@ -209,7 +220,10 @@ class Recorder:
                     if v != "rate" and name == self.circuit.input:
                         continue
                     g.create_variable(
-                        v, ("step", "sample", "neuron"), "f4", chunks=(1, k, pop.size),
+                        v,
+                        ("step", "sample", "neuron"),
+                        "f4",
+                        chunks=(1, k, pop.size),
                         fillvalue=np.nan,
                     )
                     g.variables[v].attrs["long_name"] = _LONG_NAMES[v]
@@ -262,14 +276,14 @@ class Recorder:
                 gv["weight"][i] = _np(pw.effective_weight())
             if "bias" in gv:
                 gv["bias"][i] = _np(pw.bias)
-            if "update" in gv:
+            if "weight_update" in gv:
                 gr = pw.weight.grad
-                gv["update"][i] = -_np(gr) if gr is not None else 0.0
+                gv["weight_update"][i] = -_np(gr) if gr is not None else 0.0
             if "bias_update" in gv:
                 gr = pw.bias.grad
                 gv["bias_update"][i] = -_np(gr) if gr is not None else 0.0
-            if "update_bp" in gv and f"{name}.weight" in ref_grads:
-                gv["update_bp"][i] = -_np(ref_grads[f"{name}.weight"])
+            if "weight_update_bp" in gv and f"{name}.weight" in ref_grads:
+                gv["weight_update_bp"][i] = -_np(ref_grads[f"{name}.weight"])
             if "bias_update_bp" in gv and f"{name}.bias" in ref_grads:
                 gv["bias_update_bp"][i] = -_np(ref_grads[f"{name}.bias"])
         pops = f["populations"]
@@ -293,7 +307,12 @@ class Recorder:
                         pad = np.full((k - arr.shape[0], arr.shape[1]), np.nan, np.float32)
                         arr = np.concatenate([arr, pad])
                     gv[var][i] = arr
-        f.flush()
+        self.flush()
+
+    def flush(self) -> None:
+        """Write everything to disk (h5netcdf's flush alone does not flush HDF5)."""
+        self.file.flush()
+        self.file._h5file.flush()
 
     def close(self) -> None:
         if not self.closed:
@@ -310,8 +329,8 @@ class Recorder:
 _LONG_NAMES = {
     "weight": "weight W (post x pre) before this step's update",
     "bias": "bias b before this step's update",
-    "update": "rule's update per unit learning rate, -g_rule",
-    "update_bp": "shadow backprop update for the same batch and weights, -dL/dW",
+    "weight_update": "rule's update per unit learning rate, -g_rule",
+    "weight_update_bp": "shadow backprop update for the same batch and weights, -dL/dW",
     "bias_update": "rule's bias update per unit learning rate, -g_rule",
     "bias_update_bp": "shadow backprop bias update, -dL/db",
     "delta": "rule's teaching signal per sample (~ dl/du)",

@@ -15,7 +15,7 @@ import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,9 @@ class Checkpoint:
 
     def __post_init__(self):
         if not isinstance(self.every, int) or self.every < 1:
-            raise ValueError(f"Checkpoint(every=...) must be a positive integer, got {self.every!r}")
+            raise ValueError(
+                f"Checkpoint(every=...) must be a positive integer, got {self.every!r}"
+            )
         self.path = Path(self.path)
 
 
@@ -188,7 +190,7 @@ def _provenance(circuit, rule, data, loss, optimizer, seed, epochs, batch_size) 
         "xarray_version": xarray.__version__,
         "h5netcdf_version": h5netcdf.__version__,
         "python_version": platform.python_version(),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
 
@@ -339,8 +341,12 @@ def train(
     if max_steps is not None:
         total_steps = min(total_steps, max_steps)
     bar = tqdm(
-        total=total_steps, initial=min(step, total_steps), disable=not progress,
-        desc=f"{rule.name}", unit="step", leave=False,
+        total=total_steps,
+        initial=min(step, total_steps),
+        disable=not progress,
+        desc=f"{rule.name}",
+        unit="step",
+        leave=False,
     )
     t0 = time.perf_counter()
     x_all, y_all = data.x_train, data.y_train
@@ -395,7 +401,14 @@ def train(
         if recorder is not None:
             recorder.close()
     return Run(
-        circuit, rule, data, loss, history, step, epoch, time.perf_counter() - t0,
+        circuit,
+        rule,
+        data,
+        loss,
+        history,
+        step,
+        epoch,
+        time.perf_counter() - t0,
         record.path if record is not None else None,
     )
 
@@ -416,5 +429,8 @@ def _diverged(circuit, rule, step, recorder, what) -> None:
     raise DivergenceError(
         f"training diverged at step {step}: rule {rule.name!r} produced NaN/Inf {where}{kept}. "
         "Lower the learning rate or the initial weight scale.",
-        step, name, rule.name, path,
+        step,
+        name,
+        rule.name,
+        path,
     )

@@ -17,12 +17,18 @@ def tiny_data():
 @pytest.fixture
 def deep_circuit():
     """3 hidden layers of mixed nonlinearities, float64 for exact comparisons."""
-    c = bp.Circuit.layered([6, 7, 5, 4, 3], activation="tanh", output_activation="logistic",
-                           init=bp.init.uniform(0.6), seed=3)
+    c = bp.Circuit.layered(
+        [6, 7, 5, 4, 3],
+        activation="tanh",
+        output_activation="logistic",
+        init=bp.init.uniform(0.6),
+        seed=3,
+    )
     return c.double()
 
 
 def batch(n_in=6, n_out=3, n=5, seed=0, dtype=torch.float64):
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, n_in, generator=g, dtype=dtype), torch.rand(n, n_out, generator=g,
-                                                                        dtype=dtype)
+    return torch.randn(n, n_in, generator=g, dtype=dtype), torch.rand(
+        n, n_out, generator=g, dtype=dtype
+    )

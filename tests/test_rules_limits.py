@@ -68,8 +68,12 @@ def test_fa_with_random_feedback_differs_from_bp(deep_circuit):
     ref, _ = bp_grads(deep_circuit, x, y)
     rule.step(deep_circuit, x, y, MSE)
     g = grads(deep_circuit)
-    assert torch.allclose(g["pathways.hidden3->output.weight"], ref["pathways.hidden3->output.weight"])
-    assert not torch.allclose(g["pathways.input->hidden1.weight"], ref["pathways.input->hidden1.weight"])
+    assert torch.allclose(
+        g["pathways.hidden3->output.weight"], ref["pathways.hidden3->output.weight"]
+    )
+    assert not torch.allclose(
+        g["pathways.input->hidden1.weight"], ref["pathways.input->hidden1.weight"]
+    )
 
 
 def test_fa_installs_visible_fixed_feedback_pathways(deep_circuit):
@@ -94,7 +98,10 @@ def test_dfa_with_one_hidden_layer_and_b_equal_w2_transpose_equals_bp():
 def test_dfa_sends_the_output_error_to_every_hidden_layer(deep_circuit):
     rule = bp.rules.get("dfa").attach(deep_circuit)
     assert {p.name for p in deep_circuit.feedback_pathways()} == {
-        "output->hidden1", "output->hidden2", "output->hidden3"}
+        "output->hidden1",
+        "output->hidden2",
+        "output->hidden3",
+    }
     x, y = batch()
     sig = rule.step(deep_circuit, x, y, MSE)
     e = sig.delta["output"]
@@ -145,7 +152,9 @@ def test_shallow_last_layer_update_equals_bp_last_layer(deep_circuit):
     ref, _ = bp_grads(deep_circuit, x, y)
     bp.rules.get("shallow").attach(deep_circuit).step(deep_circuit, x, y, MSE)
     g = grads(deep_circuit)
-    assert torch.allclose(g["pathways.hidden3->output.weight"], ref["pathways.hidden3->output.weight"])
+    assert torch.allclose(
+        g["pathways.hidden3->output.weight"], ref["pathways.hidden3->output.weight"]
+    )
 
 
 @pytest.mark.parametrize("sigma", [1e-3])
@@ -160,10 +169,14 @@ def test_node_perturbation_averages_to_bp_as_sigma_goes_to_zero(sigma):
         rule.step(c, x, y, MSE)
         acc += c.pathways["input->hidden"].weight.grad
     est = acc / n
-    cos = torch.nn.functional.cosine_similarity(est.view(-1), ref["pathways.input->hidden.weight"].view(-1), dim=0)
+    cos = torch.nn.functional.cosine_similarity(
+        est.view(-1), ref["pathways.input->hidden.weight"].view(-1), dim=0
+    )
     assert cos > 0.95
     single = c.pathways["input->hidden"].weight.grad.view(-1)
-    cos1 = torch.nn.functional.cosine_similarity(single, ref["pathways.input->hidden.weight"].view(-1), dim=0)
+    cos1 = torch.nn.functional.cosine_similarity(
+        single, ref["pathways.input->hidden.weight"].view(-1), dim=0
+    )
     assert cos1 < cos  # one perturbation is a noisy estimate; the average is not
 
 

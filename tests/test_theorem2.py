@@ -18,14 +18,24 @@ def test_fa_hidden_update_is_a_positive_multiple_of_the_pseudoinverse_update(tmp
     eta_a = eta_w / float(x @ x.t())
 
     def optimizer(circuit):
-        return torch.optim.SGD([
-            {"params": [circuit.pathways["input->hidden"].weight], "lr": eta_a},
-            {"params": [circuit.pathways["hidden->output"].weight], "lr": eta_w},
-        ])
+        return torch.optim.SGD(
+            [
+                {"params": [circuit.pathways["input->hidden"].weight], "lr": eta_a},
+                {"params": [circuit.pathways["hidden->output"].weight], "lr": eta_w},
+            ]
+        )
 
     path = tmp_path / "theorem2.h5"
-    bp.train(c, rule, data, optimizer=optimizer, epochs=60, batch_size=1,
-             record=bp.Record(path, every=1, shadow=True), progress=False)
+    bp.train(
+        c,
+        rule,
+        data,
+        optimizer=optimizer,
+        epochs=60,
+        batch_size=1,
+        record=bp.Record(path, every=1, shadow=True),
+        progress=False,
+    )
     rec = bp.load(path)
     pinv_angle = bp.analysis.pseudoinverse_angle(rec, "hidden->output")
     # W = 0 for the first two steps (no pseudoinverse direction yet); afterwards angle 0

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from bioprop.data.base import Dataset
 from bioprop.data.procedural import linear_teacher, nonlinear_teacher
@@ -46,9 +46,7 @@ def describe() -> dict[str, str]:
 register("linear-teacher", "y = T x, T ~ U[-1,1]^(10x30), x ~ N(0, I) (Lillicrap Fig. 1)")(
     linear_teacher
 )
-register("nonlinear-teacher", "targets of a fixed random 30-20-10 tanh network")(
-    nonlinear_teacher
-)
+register("nonlinear-teacher", "targets of a fixed random 30-20-10 tanh network")(nonlinear_teacher)
 
 # Real datasets (files or generated and cached; see bioprop.data.mnist / .mnist1d).
 # Imported under private names so ``bioprop.data.mnist`` stays the module.

@@ -32,7 +32,9 @@ class Dataset:
 
     def __post_init__(self):
         if self.kind not in KINDS:
-            raise ValueError(f"dataset {self.name!r}: kind must be one of {KINDS}, got {self.kind!r}")
+            raise ValueError(
+                f"dataset {self.name!r}: kind must be one of {KINDS}, got {self.kind!r}"
+            )
         for split in ("train", "test"):
             x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
             if x.dim() != 2:

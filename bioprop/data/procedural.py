@@ -31,7 +31,12 @@ def linear_teacher(
     x = torch.randn(n_train + n_test, n_in, generator=g)
     y = x @ T.t()
     return Dataset(
-        "linear-teacher", x[:n_train], y[:n_train], x[n_train:], y[n_train:], "regression",
+        "linear-teacher",
+        x[:n_train],
+        y[:n_train],
+        x[n_train:],
+        y[n_train:],
+        "regression",
         meta={"seed": seed, "teacher": "T ~ U[-1,1], y = T x"},
     )
 
@@ -55,6 +60,11 @@ def nonlinear_teacher(
         if i < len(ws) - 1:
             h = torch.tanh(h)
     return Dataset(
-        "nonlinear-teacher", x[:n_train], h[:n_train], x[n_train:], h[n_train:], "regression",
+        "nonlinear-teacher",
+        x[:n_train],
+        h[:n_train],
+        x[n_train:],
+        h[n_train:],
+        "regression",
         meta={"seed": seed, "teacher_sizes": list(sizes)},
     )

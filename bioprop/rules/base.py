@@ -96,9 +96,7 @@ class Rule:
         with torch.no_grad():
             return circuit.sweep(x)
 
-    def teach(
-        self, circuit: Circuit, state: SweepState, y: torch.Tensor, loss: Loss
-    ) -> Signals:
+    def teach(self, circuit: Circuit, state: SweepState, y: torch.Tensor, loss: Loss) -> Signals:
         """Compute teaching signals and write ``.grad``; return the :class:`Signals`."""
         raise NotImplementedError
 

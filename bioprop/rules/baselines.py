@@ -76,9 +76,9 @@ class NodePerturbation(Rule):
             x = state.r[circuit.input]
             noise = {}
             for name in circuit.hidden():
-                xi = torch.randn(
-                    state.u[name].shape, generator=self.generator
-                ).to(state.u[name].device)
+                xi = torch.randn(state.u[name].shape, generator=self.generator).to(
+                    state.u[name].device
+                )
                 noise[name] = xi.mul_(self.sigma)
             perturbed = circuit.sweep(x, noise=noise)
             dl = loss.per_sample(perturbed.r[out].double(), y64) - clean  # Δℓ_n

@@ -86,8 +86,14 @@ class _FeedbackRule(Rule):
         n_post, n_pre = forward.shape
         w, used = _draw(self.feedback_init, forward, (n_pre, n_post), generator)
         return Pathway(
-            forward.target, forward.source, w, None, role="feedback", plastic=False,
-            mirrors=forward.name, init=used,
+            forward.target,
+            forward.source,
+            w,
+            None,
+            role="feedback",
+            plastic=False,
+            mirrors=forward.name,
+            init=used,
         )
 
     def install(self, circuit, generator):
@@ -169,8 +175,14 @@ class DirectFeedbackAlignment(Rule):
                 self.feedback_init, like, (circuit.populations[name].size, n_out), generator
             )
             fb = Pathway(
-                out, name, w, None, role="feedback", plastic=False,
-                mirrors=direct[0].name if direct else None, init=used,
+                out,
+                name,
+                w,
+                None,
+                role="feedback",
+                plastic=False,
+                mirrors=direct[0].name if direct else None,
+                init=used,
             )
             self._add(circuit, fb)
             self.feedback[name] = fb

@@ -27,9 +27,7 @@ def get(name: str, **hyperparameters) -> Rule:
     try:
         cls = _REGISTRY[name]
     except KeyError:
-        raise ValueError(
-            f"unknown rule {name!r}; registered rules: {', '.join(names())}"
-        ) from None
+        raise ValueError(f"unknown rule {name!r}; registered rules: {', '.join(names())}") from None
     try:
         return cls(**hyperparameters)
     except TypeError as exc:
