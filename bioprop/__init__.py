@@ -39,3 +39,8 @@ __all__ += [
     "evaluate",
     "train",
 ]
+
+from bioprop import tasks  # noqa: E402
+from bioprop.compare import compare  # noqa: E402
+
+__all__ += ["tasks", "compare"]

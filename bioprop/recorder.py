@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import h5netcdf
+import h5py
 import numpy as np
 import torch
 
@@ -66,8 +67,11 @@ class Record:
         How many samples of the batch to keep for per-sample signals
         (``delta``, ``delta_bp``, ``rate``); missing samples are NaN.
     shadow
-        Compute and store the backprop reference (``update_bp``, ``delta_bp``)
-        on recording steps.
+        Compute and store the backprop reference (``weight_update_bp``,
+        ``delta_bp``) on recording steps.
+    evaluate
+        Also evaluate the test set on recording steps (``metrics/test_*``), for
+        learning curves finer than one point per epoch.
     """
 
     path: str | os.PathLike
@@ -77,6 +81,7 @@ class Record:
     variables: Sequence[str] | None = None
     samples: int = 16
     shadow: bool = True
+    evaluate: bool = False
     attrs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -146,12 +151,13 @@ class Recorder:
                 )
         path = Path(spec.path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        if mode == "a" and path.exists():
-            self.file = h5netcdf.File(path, "a")
-            self._truncate(truncate_after)
-        else:
-            self.file = h5netcdf.File(path, "w")
+        appending = mode == "a" and path.exists()
+        self.file = h5netcdf.File(path, "a" if appending else "w")
+        if not appending:
             self._create(attrs or {})
+        self._open_appender(path)
+        if appending:
+            self._truncate(truncate_after)
         self.flush()
         self.closed = False
 
@@ -168,6 +174,13 @@ class Recorder:
         m.create_variable("epoch", ("step",), "i8", chunks=(1024,))
         m.create_variable("loss", ("step",), "f8", chunks=(1024,), fillvalue=np.nan)
         m.variables["loss"].attrs["long_name"] = "batch loss L of the clean sweep"
+        for v, long in (
+            ("test_loss", "mean loss on the test set"),
+            ("test_error", "test error rate (classification)"),
+            ("test_nse", "test normalized squared error (regression)"),
+        ):
+            m.create_variable(v, ("step",), "f8", chunks=(1024,), fillvalue=np.nan)
+            m.variables[v].attrs["long_name"] = long
         pws = f.create_group("pathways")
         for name in self._pathways:
             pw = self.circuit.pathways[name]
@@ -228,23 +241,47 @@ class Recorder:
                     )
                     g.variables[v].attrs["long_name"] = _LONG_NAMES[v]
 
-    def _groups(self) -> Iterable:
-        f = self.file
-        yield f["metrics"]
-        for g in f["pathways"].groups.values():
-            yield g
-        for g in f["populations"].groups.values():
-            yield g
+    def _open_appender(self, path: Path) -> None:
+        """Reopen the laid-out file with h5py and keep a handle on every variable that grows
+        along ``step``: appending is then a resize and a slice write per variable (h5netcdf's
+        own per-write dimension bookkeeping costs tens of ms per record)."""
+        self.file.close()
+        self.h5 = h5py.File(path, "a")
+        self._grow: dict[str, dict[str, h5py.Dataset]] = {}
+        self._count: dict[str, int] = {}
+        paths = ["metrics"]
+        paths += [f"pathways/{n}" for n in self.h5["pathways"]]
+        paths += [f"populations/{n}" for n in self.h5["populations"]]
+        for gp in paths:
+            g = self.h5[gp]
+            grow = {
+                k: v
+                for k, v in g.items()
+                if isinstance(v, h5py.Dataset) and v.maxshape and v.maxshape[0] is None
+            }
+            self._grow[gp] = grow
+            self._count[gp] = grow["step"].shape[0]
 
     def _truncate(self, last_step: int | None) -> None:
         """Drop records with step > last_step (continuing after a checkpoint)."""
         if last_step is None:
             return
-        for g in self._groups():
-            steps = g.variables["step"][:]
+        for gp, grow in self._grow.items():
+            steps = grow["step"][:]
             keep = int(np.searchsorted(steps, last_step, side="right"))
             if keep < len(steps):
-                g.resize_dimension("step", keep)
+                for ds in grow.values():
+                    ds.resize(keep, axis=0)
+                self._count[gp] = keep
+
+    def _append(self, gp: str, step: int) -> tuple[int, dict[str, h5py.Dataset]]:
+        grow = self._grow[gp]
+        i = self._count[gp]
+        for ds in grow.values():
+            ds.resize(i + 1, axis=0)
+        grow["step"][i] = step
+        self._count[gp] = i + 1
+        return i, grow
 
     # -- writing ------------------------------------------------------------------------
     def write(
@@ -253,25 +290,20 @@ class Recorder:
         epoch: int,
         signals: Signals,
         reference: tuple[dict, dict, torch.Tensor] | None = None,
+        evaluation: dict[str, float] | None = None,
     ) -> None:
         """Append one record: the circuit's current weights, the rule's ``.grad`` and
         ``signals``, and the shadow backprop ``reference`` (grads, deltas, loss)."""
-        f = self.file
         ref_grads, ref_delta = ({}, {}) if reference is None else reference[:2]
-        m = f["metrics"]
-        i = m.dimensions["step"].size
-        m.resize_dimension("step", i + 1)
-        m.variables["step"][i] = step
-        m.variables["epoch"][i] = epoch
-        m.variables["loss"][i] = float(signals.loss)
-        pws = f["pathways"]
+        i, gv = self._append("metrics", step)
+        gv["epoch"][i] = epoch
+        gv["loss"][i] = float(signals.loss)
+        for k, v in (evaluation or {}).items():
+            if f"test_{k}" in gv:
+                gv[f"test_{k}"][i] = v
         for name in self._pathways:
             pw = self.circuit.pathways[name]
-            g = pws[name]
-            i = g.dimensions["step"].size
-            g.resize_dimension("step", i + 1)
-            gv = g.variables
-            gv["step"][i] = step
+            i, gv = self._append(f"pathways/{name}", step)
             if "weight" in gv:
                 gv["weight"][i] = _np(pw.effective_weight())
             if "bias" in gv:
@@ -286,14 +318,9 @@ class Recorder:
                 gv["weight_update_bp"][i] = -_np(ref_grads[f"{name}.weight"])
             if "bias_update_bp" in gv and f"{name}.bias" in ref_grads:
                 gv["bias_update_bp"][i] = -_np(ref_grads[f"{name}.bias"])
-        pops = f["populations"]
         k = self.spec.samples
         for name in self._populations:
-            g = pops[name]
-            i = g.dimensions["step"].size
-            g.resize_dimension("step", i + 1)
-            gv = g.variables
-            gv["step"][i] = step
+            i, gv = self._append(f"populations/{name}", step)
             if k == 0:
                 continue
             for var, source in (
@@ -310,13 +337,12 @@ class Recorder:
         self.flush()
 
     def flush(self) -> None:
-        """Write everything to disk (h5netcdf's flush alone does not flush HDF5)."""
-        self.file.flush()
-        self.file._h5file.flush()
+        """Write everything to disk, so a killed run keeps every record so far."""
+        self.h5.flush()
 
     def close(self) -> None:
         if not self.closed:
-            self.file.close()
+            self.h5.close()
             self.closed = True
 
     def __enter__(self) -> Recorder:

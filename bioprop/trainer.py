@@ -368,7 +368,10 @@ def train(
                 signals = rule.step(circuit, x, y, loss)
                 lv = float(signals.loss)
                 if recording:
-                    recorder.write(step, epoch, signals, ref)
+                    ev = None
+                    if record.evaluate:
+                        ev = evaluate(circuit, data.x_test, data.y_test, loss)
+                    recorder.write(step, epoch, signals, ref, ev)
                 if not math.isfinite(lv):
                     _diverged(circuit, rule, step, recorder, "the loss")
                 opt.step()

@@ -133,19 +133,6 @@ class FeedbackAlignment(_FeedbackRule):
 
 
 @register
-class SignSymmetry(_FeedbackRule):
-    """Sign symmetry: B = |M| ⊙ sign(Wᵀ), magnitudes |M| fixed, signs read from current W."""
-
-    name = "sign-symmetry"
-    description = "feedback |B| ⊙ sign(Wᵀ): random magnitudes, signs of the forward weights"
-
-    def _make(self, forward, generator):
-        n_post, n_pre = forward.shape
-        m, used = _draw(self.feedback_init, forward, (n_pre, n_post), generator)
-        return SignSymmetricPathway(forward, m, init=used)
-
-
-@register
 class DirectFeedbackAlignment(Rule):
     """Direct feedback alignment: δ_p = f'(u_p) ⊙ B_{out->p} e for every hidden p.
 
@@ -204,3 +191,16 @@ class DirectFeedbackAlignment(Rule):
 
     def hyperparameters(self):
         return {"feedback_init": repr(self.feedback_init) if self.feedback_init else "like-forward"}
+
+
+@register
+class SignSymmetry(_FeedbackRule):
+    """Sign symmetry: B = |M| ⊙ sign(Wᵀ), magnitudes |M| fixed, signs read from current W."""
+
+    name = "sign-symmetry"
+    description = "feedback |B| ⊙ sign(Wᵀ): random magnitudes, signs of the forward weights"
+
+    def _make(self, forward, generator):
+        n_post, n_pre = forward.shape
+        m, used = _draw(self.feedback_init, forward, (n_pre, n_post), generator)
+        return SignSymmetricPathway(forward, m, init=used)

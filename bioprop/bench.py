@@ -1,0 +1,280 @@
+"""Speed ratios, each against a baseline measured in the same process.
+
+Every ratio is the median over ``repeats`` of (candidate time / baseline
+time), with candidate and baseline run back to back in alternating order
+(interleaved), so slow drifts of the machine cancel.  Absolute times vary
+±30 % between processes here; ratios are what we report and compare.
+
+Keys (``bioprop bench --json``):
+
+``fa_over_bp_b32``, ``fa_over_bp_b128``
+    fa trainer epoch ÷ bp (autograd) trainer epoch, 784-1000-10 logistic,
+    random data of MNIST shape.  Target ≤ 0.9.
+``fa_over_handloop``
+    fa trainer epoch ÷ a minimal hand-written torch FA loop doing the same
+    arithmetic (batch 32).  Target ≤ 1.15.
+``recording_overhead``
+    fa training recording every 100 steps ÷ the same without recording.
+    Target ≤ 1.05.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from bioprop import init as _init
+from bioprop.circuit import Circuit
+from bioprop.data.base import Dataset
+from bioprop.trainer import _epoch_order
+
+__all__ = ["run_bench", "format_bench", "BENCHMARKS", "interleaved_ratio"]
+
+TARGETS = {
+    "fa_over_bp_b32": 0.9,
+    "fa_over_bp_b128": 0.9,
+    "fa_over_handloop": 1.15,
+    "recording_overhead": 1.05,
+}
+
+
+def interleaved_ratio(
+    candidate: Callable[[], None], baseline: Callable[[], None], repeats: int
+) -> dict:
+    """Median of candidate/baseline times over interleaved repeats (one warm-up each)."""
+    candidate()
+    baseline()
+    ratios, tc, tb = [], [], []
+    for i in range(repeats):
+        order = (candidate, baseline) if i % 2 == 0 else (baseline, candidate)
+        times = {}
+        for fn in order:
+            t0 = time.perf_counter()
+            fn()
+            times[fn] = time.perf_counter() - t0
+        tc.append(times[candidate])
+        tb.append(times[baseline])
+        ratios.append(times[candidate] / times[baseline])
+    return {
+        "ratio": statistics.median(ratios),
+        "candidate_s": statistics.median(tc),
+        "baseline_s": statistics.median(tb),
+        "repeats": repeats,
+    }
+
+
+def mnist_shaped(n: int, seed: int = 0, device: str = "cpu") -> Dataset:
+    """Random data of MNIST shape: 784 inputs in [0, 1], 10 one-hot classes."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 784, generator=g)
+    y = torch.randint(0, 10, (n,), generator=g)
+    return (
+        Dataset("mnist-shaped", x, y, x[:1000], y[:1000], "classification", n_classes=10)
+        .to(device)
+        .with_one_hot()
+    )
+
+
+def lillicrap_circuit(seed: int = 0) -> Circuit:
+    return Circuit.layered(
+        [784, 1000, 10], activation="logistic", init=_init.uniform(0.05), seed=seed
+    )
+
+
+def _trainer_epoch(rule: str, data: Dataset, batch: int, device: str, record=None):
+    from bioprop.trainer import train
+
+    def go():
+        c = lillicrap_circuit()
+        rec = record() if record is not None else None
+        train(
+            c,
+            rule,
+            data,
+            loss="mse",
+            optimizer=("sgd", {"lr": 0.1}),
+            epochs=1,
+            batch_size=batch,
+            seed=0,
+            progress=False,
+            device=device,
+            record=rec,
+            evaluate_every_epoch=False,
+        )
+
+    return go
+
+
+def handloop_fa(
+    data: Dataset,
+    batch: int,
+    lr: float = 0.1,
+    device: str = "cpu",
+    B: torch.Tensor | None = None,
+    keep: bool = False,
+):
+    """A minimal FA epoch written directly in torch (the arithmetic the fa rule does):
+
+    h = σ(W₁x + b₁),  o = σ(W₂h + b₂),  e = (o − y) ⊙ o(1 − o)
+    δ_h = (B e) ⊙ h(1 − h),  W₂ −= η ⟨e hᵀ⟩,  W₁ −= η ⟨δ_h xᵀ⟩  (and biases)
+    """
+
+    def go():
+        c = lillicrap_circuit()
+        w1 = c.pathways["input->hidden"].weight.detach().clone().to(device)
+        b1 = c.pathways["input->hidden"].bias.detach().clone().to(device)
+        w2 = c.pathways["hidden->output"].weight.detach().clone().to(device)
+        b2 = c.pathways["hidden->output"].bias.detach().clone().to(device)
+        fb = (B if B is not None else torch.rand(1000, 10) * 0.1 - 0.05).to(device)
+        x_all, y_all = data.x_train, data.y_train
+        n = x_all.shape[0]
+        order = _epoch_order(0, 0, n).to(device)
+        total = torch.zeros((), device=device)
+        with torch.no_grad():
+            for i in range(0, n, batch):
+                idx = order[i : i + batch]
+                x, y = x_all[idx], y_all[idx]
+                m = x.shape[0]
+                h = torch.sigmoid(torch.addmm(b1, x, w1.t()))
+                o = torch.sigmoid(torch.addmm(b2, h, w2.t()))
+                d = o - y
+                total += 0.5 * (d * d).sum() / m
+                e = d * o * (1 - o)
+                dh = (e @ fb.t()) * h * (1 - h)
+                w2.sub_(lr / m * (e.t() @ h))
+                b2.sub_(lr * e.mean(0))
+                w1.sub_(lr / m * (dh.t() @ x))
+                b1.sub_(lr * dh.mean(0))
+        float(total)
+        if keep:
+            return {"w1": w1, "b1": b1, "w2": w2, "b2": b2}
+
+    return go
+
+
+@dataclass
+class Bench:
+    key: str
+    description: str
+    run: Callable[[bool, int, str], dict]
+
+
+def _fa_over_bp(batch: int):
+    def run(quick: bool, repeats: int, device: str) -> dict:
+        data = mnist_shaped(6000 if quick else 60000, device=device)
+        return interleaved_ratio(
+            _trainer_epoch("fa", data, batch, device),
+            _trainer_epoch("bp", data, batch, device),
+            repeats,
+        )
+
+    return run
+
+
+def _fa_over_handloop(quick: bool, repeats: int, device: str) -> dict:
+    data = mnist_shaped(6000 if quick else 60000, device=device)
+    return interleaved_ratio(
+        _trainer_epoch("fa", data, 32, device), handloop_fa(data, 32, device=device), repeats
+    )
+
+
+def _recording_overhead(quick: bool, repeats: int, device: str) -> dict:
+    import tempfile
+    from pathlib import Path
+
+    from bioprop.recorder import Record
+
+    data = mnist_shaped(6000 if quick else 60000, device=device)
+    tmp = Path(tempfile.mkdtemp(prefix="bioprop-bench-"))
+    return interleaved_ratio(
+        _trainer_epoch("fa", data, 32, device, record=lambda: Record(tmp / "r.h5", every=100)),
+        _trainer_epoch("fa", data, 32, device),
+        repeats,
+    )
+
+
+BENCHMARKS: dict[str, Bench] = {
+    b.key: b
+    for b in [
+        Bench(
+            "fa_over_bp_b32",
+            "fa trainer epoch / bp trainer epoch, 784-1000-10, batch 32",
+            _fa_over_bp(32),
+        ),
+        Bench(
+            "fa_over_bp_b128",
+            "fa trainer epoch / bp trainer epoch, 784-1000-10, batch 128",
+            _fa_over_bp(128),
+        ),
+        Bench(
+            "fa_over_handloop",
+            "fa trainer epoch / hand-written torch FA loop, batch 32",
+            _fa_over_handloop,
+        ),
+        Bench(
+            "recording_overhead",
+            "fa epoch recording every 100 steps / without recording",
+            _recording_overhead,
+        ),
+    ]
+}
+
+
+def register(
+    key: str, description: str, run: Callable[[bool, int, str], dict], target: float | None = None
+) -> None:
+    """Add a benchmark (later modules: EP, spiking, datasets)."""
+    BENCHMARKS[key] = Bench(key, description, run)
+    if target is not None:
+        TARGETS[key] = target
+
+
+def run_bench(
+    quick: bool = False,
+    only: list[str] | None = None,
+    repeats: int | None = None,
+    device: str = "cpu",
+) -> dict[str, dict]:
+    """Run the benchmarks (all, or ``only`` these keys); returns ``{key: result}``."""
+    _load_extensions()
+    keys = list(BENCHMARKS) if not only else list(only)
+    unknown = [k for k in keys if k not in BENCHMARKS]
+    if unknown:
+        raise ValueError(f"unknown benchmark(s) {unknown}; available: {', '.join(BENCHMARKS)}")
+    reps = repeats if repeats is not None else (3 if quick else 5)
+    if reps < 1:
+        raise ValueError(f"repeats must be >= 1, got {reps}")
+    out = {}
+    for k in keys:
+        res = BENCHMARKS[k].run(quick, reps, device)
+        res["description"] = BENCHMARKS[k].description
+        res["target"] = TARGETS.get(k)
+        out[k] = res
+    return out
+
+
+def _load_extensions() -> None:
+    """Import modules that register further benchmarks."""
+    import importlib
+
+    for mod in ("bioprop.bench_extra",):
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as exc:
+            if exc.name != mod:
+                raise
+
+
+def format_bench(res: dict[str, dict]) -> str:
+    lines = [f"{'key':<28} {'ratio':>7} {'target':>7}  {'cand (s)':>9} {'base (s)':>9}  what"]
+    for k, r in res.items():
+        tgt = f"≤{r['target']:.2f}" if r.get("target") else ""
+        lines.append(
+            f"{k:<28} {r['ratio']:>7.3f} {tgt:>7}  {r.get('candidate_s', float('nan')):>9.3f} "
+            f"{r.get('baseline_s', float('nan')):>9.3f}  {r['description']}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,253 @@
+"""Compare rules against backprop: every rule × seed on the same circuit, weights and data.
+
+For each seed one circuit is built (the task's architecture, initial weights
+drawn from that seed) and deep-copied for every rule, and every run uses the
+same seeded data order.  Each run writes a recording; the comparison writes
+``summary.nc`` (variables over ``(rule, seed)``) and ``report.png``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from bioprop import analysis
+from bioprop import rules as _rules
+from bioprop import tasks as _tasks
+from bioprop.io import load
+from bioprop.recorder import Record
+from bioprop.trainer import DivergenceError, train
+
+__all__ = ["compare", "check_output_dir", "format_table", "plot_report"]
+
+FINAL_WINDOW = 5  # records averaged for the final angle to bp
+
+
+def check_output_dir(out: Path, overwrite: bool) -> None:
+    """Refuse an output directory that cannot be written or already holds results."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output path {out} exists and is not a directory; choose another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PermissionError(f"cannot create output directory {out}: {exc.strerror}") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise PermissionError(f"output directory {out} is not writable; choose another --out")
+    existing = sorted(p.name for p in out.iterdir() if p.suffix in (".h5", ".nc"))
+    if existing and not overwrite:
+        shown = ", ".join(existing[:4]) + (" ..." if len(existing) > 4 else "")
+        raise FileExistsError(
+            f"output directory {out} already holds recordings ({shown}); pass --overwrite to "
+            "replace them or choose another --out"
+        )
+    if overwrite:
+        for name in existing:
+            (out / name).unlink()
+
+
+def _final_angle(path: Path, population: str | None) -> float:
+    if population is None:
+        return math.nan
+    rec = load(path)
+    try:
+        ang = analysis.update_angle(rec, population)
+        vals = ang.values[-FINAL_WINDOW:]
+        vals = vals[np.isfinite(vals)]
+        return float(vals.mean()) if vals.size else math.nan
+    finally:
+        rec.close()
+
+
+def compare(
+    task: str = "linear",
+    rules: Sequence[str] | None = None,
+    seeds: int = 3,
+    epochs: int | None = None,
+    out: str | os.PathLike | None = None,
+    device: str = "cpu",
+    overwrite: bool = False,
+    quick: bool = False,
+    progress: bool = True,
+) -> xr.Dataset:
+    """Train every rule × seed of ``task`` and summarise.
+
+    Returns the summary ``xarray.Dataset`` (also written to ``out/summary.nc``):
+    ``final_loss`` (normalized squared error for regression, test loss for
+    classification), ``test_error`` (NaN for regression), ``angle_to_bp``
+    (degrees: ∠(δ_rule, δ_BP) of the last hidden population, mean of the last
+    records; NaN for bp), ``wall_time`` (s), over dims ``(rule, seed)``.
+    """
+    t = _tasks.get(task)
+    rules = list(rules) if rules is not None else _rules.names()
+    for r in rules:
+        _rules.get(r)  # raises with the list of valid names
+    if len(set(rules)) != len(rules):
+        raise ValueError(f"rules listed twice: {rules}")
+    if not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"seeds must be a positive integer, got {seeds!r}")
+    if epochs is not None and (not isinstance(epochs, int) or epochs < 1):
+        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+    out = Path(out) if out is not None else Path("runs") / f"compare-{task}"
+    check_output_dir(out, overwrite)
+
+    n_ep = epochs if epochs is not None else (t.quick_epochs if quick else t.epochs)
+    max_steps = t.quick_max_steps if quick else None
+    shape = (len(rules), seeds)
+    res = {k: np.full(shape, np.nan) for k in ("final_loss", "test_error", "angle_to_bp")}
+    res["wall_time"] = np.full(shape, np.nan)
+    res["steps"] = np.zeros(shape, dtype=np.int64)
+    diverged = []
+    curves: dict[str, list[Path]] = {r: [] for r in rules}
+    for s in range(seeds):
+        data = t.load(s, quick)
+        base = t.circuit(s)
+        hidden = base.hidden()
+        probe = hidden[-1] if hidden else None
+        for i, r in enumerate(rules):
+            circuit = copy.deepcopy(base)
+            path = out / f"{r}-seed{s}.h5"
+            rec = Record(
+                path, every=t.record_every if not quick else 20, evaluate=t.evaluate_on_record
+            )
+            t0 = time.perf_counter()
+            try:
+                run = train(
+                    circuit,
+                    _rules.get(r),
+                    data,
+                    loss=t.loss,
+                    optimizer=t.optimizer_for(r),
+                    epochs=n_ep,
+                    batch_size=t.batch_size,
+                    seed=s,
+                    record=rec,
+                    device=device,
+                    max_steps=max_steps,
+                    progress=progress,
+                )
+            except DivergenceError as exc:
+                diverged.append(f"{r} seed {s}: {exc}")
+                res["wall_time"][i, s] = time.perf_counter() - t0
+                continue
+            res["wall_time"][i, s] = time.perf_counter() - t0
+            res["steps"][i, s] = run.steps
+            f = run.final
+            res["final_loss"][i, s] = f.get("test_nse", f.get("test_loss", math.nan))
+            res["test_error"][i, s] = f.get("test_error", math.nan)
+            if r != "bp":
+                res["angle_to_bp"][i, s] = _final_angle(path, probe)
+            curves[r].append(path)
+    coords = {"rule": rules, "seed": np.arange(seeds)}
+    ds = xr.Dataset({k: (("rule", "seed"), v) for k, v in res.items()}, coords=coords)
+    ds["final_loss"].attrs["long_name"] = (
+        "test normalized squared error"
+        if t.loss == "mse" and "mnist" not in task
+        else "final test loss"
+    )
+    ds["test_error"].attrs.update(long_name="test error rate", units="1")
+    ds["angle_to_bp"].attrs.update(
+        long_name=f"angle between the rule's and backprop's teaching signal at {probe!r}, "
+        f"mean of the last {FINAL_WINDOW} records",
+        units="degree",
+    )
+    ds["wall_time"].attrs["units"] = "s"
+    ds.attrs.update(
+        task=task,
+        epochs=n_ep,
+        quick=int(quick),
+        device=device,
+        diverged="\n".join(diverged),
+        reference=t.reference,
+    )
+    ds.to_netcdf(out / "summary.nc", engine="h5netcdf")
+    plot_report(ds, curves, out / "report.png", probe)
+    return ds
+
+
+def plot_report(ds: xr.Dataset, curves: dict[str, list[Path]], path: Path, probe) -> None:
+    """Learning curves (test metric or batch loss over steps) and angles to bp."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(11, 4))
+    for rule, paths in curves.items():
+        losses, angles = [], []
+        for p in paths:
+            rec = load(p)
+            m = rec["metrics"].to_dataset()
+            metric = next(
+                (
+                    m[v]
+                    for v in ("test_nse", "test_error", "loss")
+                    if v in m and m[v].notnull().any()
+                ),
+                m["loss"],
+            )
+            losses.append(metric.load())
+            if rule != "bp" and probe is not None:
+                angles.append(analysis.update_angle(rec, probe).load())
+            rec.close()
+        if losses:
+            c = xr.concat(losses, "seed", join="inner")
+            ax_l.plot(c.step, c.mean("seed"), label=rule)
+            ax_l.set_ylabel(c.name)
+        if angles:
+            a = xr.concat(angles, "seed", join="inner")
+            ax_a.plot(a.step, a.mean("seed"), label=rule)
+    ax_l.set_yscale("log")
+    ax_l.set_xlabel("step")
+    ax_l.set_title(f"{ds.attrs['task']}: learning curves (mean over seeds)")
+    ax_l.legend(fontsize=8)
+    ax_a.set_xlabel("step")
+    ax_a.set_ylabel("degrees")
+    ax_a.axhline(90, color="0.7", lw=0.8, ls="--")
+    ax_a.set_title(f"angle to backprop, δ at {probe!r}")
+    ax_a.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _fmt(mean: float, sd: float, spec: str) -> str:
+    if math.isnan(mean):
+        return "—"
+    return f"{mean:{spec}} ± {sd:{spec}}"
+
+
+def _cell(values: np.ndarray, spec: str, missing: str = "—") -> str:
+    if not np.isfinite(values).any():
+        return missing
+    return _fmt(float(np.nanmean(values)), float(np.nanstd(values)), spec)
+
+
+def format_table(ds: xr.Dataset) -> str:
+    """The summary as a plain-text table (mean ± sd over seeds)."""
+    err = ds.test_error.notnull().any()
+    head = f"{'rule':<18} {'final loss':>22} " + (f"{'test error %':>16} " if err else "")
+    head += f"{'angle to bp (°)':>16} {'wall (s)':>9}"
+    lines = [
+        f"task {ds.attrs['task']}, {ds.sizes['seed']} seed(s), {ds.attrs['epochs']} epoch(s)",
+        head,
+        "-" * len(head),
+    ]
+    for rule in ds.rule.values:
+        d = ds.sel(rule=rule)
+        row = f"{rule:<18} {_cell(d.final_loss.values, '.3g', 'diverged'):>22} "
+        if err:
+            row += f"{_cell(d.test_error.values * 100, '.2f'):>16} "
+        row += f"{_cell(d.angle_to_bp.values, '.1f'):>16} "
+        row += f"{np.nanmean(d.wall_time.values):>9.1f}"
+        lines.append(row)
+    if ds.attrs.get("diverged"):
+        lines.append("diverged runs:\n" + ds.attrs["diverged"])
+    return "\n".join(lines)

@@ -1,0 +1,198 @@
+"""Tasks: a dataset plus the circuit and training budget that go with it.
+
+``bioprop compare --task NAME`` runs every rule on a task's circuit with the
+same initial weights and data order.  ``quick`` budgets finish in seconds
+(used by the tests).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bioprop import data as _data
+from bioprop import init as _init
+from bioprop.circuit import Circuit
+from bioprop.data.base import Dataset
+
+__all__ = ["Task", "get", "names", "describe", "register"]
+
+
+@dataclass
+class Task:
+    """Everything ``compare`` needs to run a rule on a problem.
+
+    Attributes
+    ----------
+    load
+        ``load(seed, quick) -> Dataset``.
+    sizes, activation, output_activation, init, bias
+        The layered circuit (see :meth:`Circuit.layered`).
+    loss
+        ``"mse"`` or ``"cross-entropy"``.
+    optimizer
+        Default optimizer spec; ``rule_optimizer`` overrides it per rule
+        (e.g. node perturbation needs a smaller learning rate).
+    epochs, batch_size, record_every
+        Training budget and recording schedule; ``quick_*`` for ``--quick``.
+    """
+
+    name: str
+    description: str
+    load: Callable[[int, bool], Dataset]
+    sizes: list[int]
+    activation: str = "tanh"
+    output_activation: str | None = None
+    init: _init.Init | str | None = None
+    bias: bool = True
+    loss: str = "mse"
+    optimizer: Any = ("sgd", {"lr": 0.01})
+    rule_optimizer: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 1
+    batch_size: int = 1
+    record_every: int = 100
+    evaluate_on_record: bool = True
+    quick_epochs: int = 1
+    quick_max_steps: int | None = 200
+    reference: str = ""
+
+    def circuit(self, seed: int) -> Circuit:
+        """A fresh circuit with the task's architecture and initial weights of ``seed``."""
+        return Circuit.layered(
+            self.sizes,
+            activation=self.activation,
+            output_activation=self.output_activation,
+            init=self.init,
+            bias=self.bias,
+            seed=seed,
+        )
+
+    def optimizer_for(self, rule: str) -> Any:
+        return self.rule_optimizer.get(rule, self.optimizer)
+
+
+_TASKS: dict[str, Task] = {}
+
+
+def register(task: Task) -> Task:
+    _TASKS[task.name] = task
+    return task
+
+
+def get(name: str) -> Task:
+    """A task by name; unknown names get an error listing the valid ones."""
+    try:
+        return _TASKS[name]
+    except KeyError:
+        raise ValueError(f"unknown task {name!r}; available tasks: {', '.join(names())}") from None
+
+
+def names() -> list[str]:
+    return list(_TASKS)
+
+
+def describe() -> dict[str, str]:
+    return {n: t.description for n, t in _TASKS.items()}
+
+
+def _linear(seed: int, quick: bool) -> Dataset:
+    n_train = 200 if quick else 2000
+    return _data.linear_teacher(n_train=n_train, n_test=500, seed=1000 + seed)
+
+
+def _nonlinear(seed: int, quick: bool) -> Dataset:
+    n_train = 200 if quick else 5000
+    return _data.nonlinear_teacher(n_train=n_train, n_test=1000, seed=1000 + seed)
+
+
+def _image(name: str) -> Callable[[int, bool], Dataset]:
+    def load(seed: int, quick: bool) -> Dataset:
+        ds = _data.load(name)
+        return ds.subset(2000, 1000) if quick else ds
+
+    return load
+
+
+def _mnist1d(seed: int, quick: bool) -> Dataset:
+    return _data.load("mnist1d", n_train=4000, n_test=1000, seed=0)
+
+
+register(
+    Task(
+        "linear",
+        "Lillicrap et al. 2016 Fig. 1: linear 30-20-10 student of y = T x, per-example updates",
+        _linear,
+        [30, 20, 10],
+        activation="linear",
+        init=_init.uniform(0.01),
+        bias=False,
+        loss="mse",
+        optimizer=("sgd", {"lr": 0.01}),
+        rule_optimizer={"node-perturbation": ("sgd", {"lr": 0.003})},
+        epochs=2,
+        batch_size=1,
+        record_every=100,
+        quick_max_steps=200,
+        reference="Lillicrap et al. 2016, Fig. 1a",
+    )
+)
+register(
+    Task(
+        "nonlinear",
+        "30-20-10 tanh student of a fixed random 30-20-10 tanh teacher",
+        _nonlinear,
+        [30, 20, 10],
+        activation="tanh",
+        output_activation="linear",
+        init=_init.uniform(0.1),
+        loss="mse",
+        optimizer=("sgd", {"lr": 0.01}),
+        rule_optimizer={"node-perturbation": ("sgd", {"lr": 0.002})},
+        epochs=5,
+        batch_size=1,
+        record_every=500,
+        quick_max_steps=200,
+        reference="Lillicrap et al. 2016, Supplementary (nonlinear teacher)",
+    )
+)
+for _name, _desc in (
+    ("fashion-mnist", "Fashion-MNIST, 784-1000-10 logistic, squared error on one-hot targets"),
+    ("mnist", "MNIST, 784-1000-10 logistic, squared error on one-hot targets (Lillicrap Fig. 2)"),
+):
+    register(
+        Task(
+            _name,
+            _desc,
+            _image(_name),
+            [784, 1000, 10],
+            activation="logistic",
+            init=_init.uniform(0.05),
+            loss="mse",
+            optimizer=("sgd", {"lr": 0.5, "weight_decay": 1e-6}),
+            rule_optimizer={"node-perturbation": ("sgd", {"lr": 0.05, "weight_decay": 1e-6})},
+            epochs=20,
+            batch_size=32,
+            record_every=500,
+            evaluate_on_record=False,
+            quick_max_steps=60,
+            reference="Lillicrap et al. 2016, Fig. 2a (MNIST: bp 2.4 %, fa 2.1 %, shallow 7.2 %)",
+        )
+    )
+register(
+    Task(
+        "mnist1d",
+        "MNIST-1D (40 features, 10 classes; Greydanus 2020), 40-100-100-10 relu, cross-entropy",
+        _mnist1d,
+        [40, 100, 100, 10],
+        activation="relu",
+        output_activation="linear",
+        init=_init.kaiming_uniform(2**0.5),
+        loss="cross-entropy",
+        optimizer=("adam", {"lr": 1e-3}),
+        epochs=40,
+        batch_size=64,
+        record_every=200,
+        quick_max_steps=40,
+    )
+)

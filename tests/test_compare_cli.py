@@ -1,0 +1,118 @@
+"""`bioprop compare` and the command line: what they promise, and their errors."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import bioprop as bp
+from bioprop.cli import main
+
+
+def test_compare_quick_writes_recordings_summary_and_report(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    rc = main(
+        [
+            "compare",
+            "--quick",
+            "--seeds",
+            "2",
+            "--rules",
+            "bp,fa,shallow",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
+    assert rc == 0
+    table = capsys.readouterr().out
+    assert "fa" in table and "angle to bp" in table
+    for r in ("bp", "fa", "shallow"):
+        for s in (0, 1):
+            assert (out / f"{r}-seed{s}.h5").exists()
+    assert (out / "report.png").stat().st_size > 1000
+    ds = xr.open_dataset(out / "summary.nc", engine="h5netcdf")
+    assert list(ds.rule.values) == ["bp", "fa", "shallow"]
+    for v in ("final_loss", "test_error", "angle_to_bp", "wall_time"):
+        assert ds[v].dims == ("rule", "seed")
+    assert np.isnan(ds.angle_to_bp.sel(rule="bp")).all()
+    assert np.isfinite(ds.angle_to_bp.sel(rule="fa")).all()
+    assert ((ds.angle_to_bp.sel(rule="fa") >= 0) & (ds.angle_to_bp.sel(rule="fa") <= 180)).all()
+    assert np.isnan(ds.test_error).all()  # regression task: no error rate
+    assert (ds.wall_time > 0).all()
+    # every rule started from the same weights
+    w0 = [
+        bp.load(out / f"{r}-seed0.h5")["pathways/input->hidden"].ds.weight[0].values
+        for r in ("bp", "fa", "shallow")
+    ]
+    assert np.array_equal(w0[0], w0[1]) and np.array_equal(w0[0], w0[2])
+
+
+def test_compare_refuses_a_directory_holding_recordings_unless_overwrite(tmp_path):
+    out = tmp_path / "cmp"
+    out.mkdir()
+    (out / "fa-seed0.h5").write_bytes(b"old")
+    with pytest.raises(FileExistsError, match="already holds recordings.*--overwrite"):
+        bp.compare("linear", rules=["fa"], seeds=1, out=out, quick=True, progress=False)
+    ds = bp.compare(
+        "linear", rules=["fa"], seeds=1, out=out, quick=True, overwrite=True, progress=False
+    )
+    assert ds.sizes["rule"] == 1
+
+
+def test_compare_refuses_an_unwritable_output_before_training(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(ValueError, match="is not a directory"):
+        bp.compare("linear", out=f, quick=True)
+
+
+def test_unknown_rule_and_task_names_list_the_valid_ones(tmp_path, capsys):
+    assert main(["compare", "--rules", "fa,fb", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown rule 'fb'" in err and "node-perturbation" in err
+    assert main(["compare", "--task", "cifar", "--out", str(tmp_path / "y")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown task 'cifar'" in err and "linear" in err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_rules_and_tasks_list_one_name_per_line_with_a_description(capsys):
+    assert main(["rules"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    names = [ln.split()[0] for ln in lines]
+    assert names[:6] == ["bp", "fa", "dfa", "sign-symmetry", "shallow", "node-perturbation"]
+    assert all(len(ln.split()) > 2 for ln in lines)
+    assert main(["tasks"]) == 0
+    tasks = [ln.split()[0] for ln in capsys.readouterr().out.strip().splitlines()]
+    assert "linear" in tasks and "fashion-mnist" in tasks
+
+
+def test_inspect_prints_groups_and_provenance(tmp_path, capsys):
+    data = bp.data.linear_teacher(n_in=8, n_out=3, n_train=20, n_test=4)
+    c = bp.Circuit.layered([8, 5, 3])
+    bp.train(
+        c,
+        "fa",
+        data,
+        epochs=1,
+        batch_size=4,
+        record=bp.Record(tmp_path / "r.h5", every=2),
+        progress=False,
+    )
+    assert main(["inspect", str(tmp_path / "r.h5")]) == 0
+    out = capsys.readouterr().out
+    assert "rule                       fa" in out
+    assert "/pathways/output->hidden [feedback, mirrors hidden->output]: 3 records" in out
+    assert "delta(3, 16, 5)" in out
+    assert main(["inspect", str(tmp_path / "missing.h5")]) == 2
+    assert "no recording at" in capsys.readouterr().err
+
+
+def test_the_bioprop_command_is_installed():
+    r = subprocess.run(
+        [sys.executable, "-m", "bioprop.cli", "--help"], capture_output=True, text=True
+    )
+    assert r.returncode == 0 and "compare" in r.stdout and "bench" in r.stdout
