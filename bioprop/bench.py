@@ -258,15 +258,15 @@ def run_bench(
 
 
 def _load_extensions() -> None:
-    """Import modules that register further benchmarks."""
+    """Import every module of :mod:`bioprop.benchmarks` (each registers its benchmarks)."""
     import importlib
+    import pkgutil
 
-    for mod in ("bioprop.bench_extra",):
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as exc:
-            if exc.name != mod:
-                raise
+    import bioprop.benchmarks as pkg
+
+    for m in pkgutil.iter_modules(pkg.__path__):
+        if not m.name.startswith("_"):
+            importlib.import_module(f"{pkg.__name__}.{m.name}")
 
 
 def format_bench(res: dict[str, dict]) -> str:

@@ -351,7 +351,7 @@ class Circuit(nn.Module):
                 continue
             total = None
             for p in self._incoming[name]:
-                contribution = p(r[p.source])
+                contribution = p.forward(r[p.source])
                 total = contribution if total is None else total + contribution
             if noise is not None and name in noise:
                 total = total + noise[name]

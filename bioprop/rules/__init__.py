@@ -1,10 +1,14 @@
 """Learning rules, found by name: ``bioprop.rules.get("fa")``.
 
-See ``docs/rules.md`` for the glossary from each paper's equations to the
-code that computes them.
+Every module of this package is imported here, so a rule registers itself
+with ``@register`` just by living in ``bioprop/rules/``.  See
+``docs/rules.md`` for the glossary from each paper's equations to the code.
 """
 
-from bioprop.rules import backprop, baselines, feedback_alignment  # noqa: F401  (register)
+import importlib
+import pkgutil
+
+from bioprop.rules import backprop, baselines, feedback_alignment  # noqa: F401  (order)
 from bioprop.rules.backprop import Backprop, reference
 from bioprop.rules.base import Rule, Signals, write_pathway_grads
 from bioprop.rules.baselines import NodePerturbation, Shallow
@@ -14,6 +18,10 @@ from bioprop.rules.feedback_alignment import (
     SignSymmetry,
 )
 from bioprop.rules.registry import describe, get, names, register
+
+for _m in pkgutil.iter_modules(__path__):
+    if not _m.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_m.name}")
 
 __all__ = [
     "Rule",

@@ -148,9 +148,7 @@ def write_pathway_grads(
             continue
         n = d.shape[0]
         r_pre = state.r[pw.source]
-        # ĝ_W = δ_qᵀ r_p / N   (post x pre)
-        g = torch.mm(d.t(), r_pre)
-        g.div_(n)
-        pw.weight.grad = g
+        # ĝ_W = δ_qᵀ r_p / N   (post x pre), one fused GEMM
+        pw.weight.grad = torch.addmm(pw.weight, d.t(), r_pre, beta=0.0, alpha=1.0 / n)
         if pw.bias is not None:
             pw.bias.grad = d.mean(dim=0)

@@ -63,7 +63,7 @@ def propagate(
             d = delta.get(pw.target)
             if d is None:
                 continue
-            back = feedback[pw.name](d)  # B δ_q  (batch x n_p)
+            back = feedback[pw.name].forward(d)  # B δ_q  (batch x n_p)
             total = back if total is None else total + back
         if total is None:
             continue
@@ -180,7 +180,7 @@ class DirectFeedbackAlignment(Rule):
             e = output_error(circuit, state, y, loss)
             delta = {out: e}
             for name, fb in self.feedback.items():
-                d = fb(e)  # B_p e
+                d = fb.forward(e)  # B_p e
                 pop = circuit.populations[name]
                 if pop.act.name != "linear":
                     d = d * pop.act.fprime(state.u[name], state.r[name])
