@@ -35,7 +35,7 @@ import torch
 from bioprop.circuit import Circuit
 from bioprop.rules.base import Signals
 
-__all__ = ["Record", "Recorder", "VARIABLES"]
+__all__ = ["Record", "Recorder", "ExtraVariable", "VARIABLES"]
 
 PATHWAY_VARIABLES = (
     "weight",
@@ -47,6 +47,18 @@ PATHWAY_VARIABLES = (
 )
 POPULATION_VARIABLES = ("delta", "delta_bp", "rate")
 VARIABLES = PATHWAY_VARIABLES + POPULATION_VARIABLES
+
+
+@dataclass(frozen=True)
+class ExtraVariable:
+    """A rule-specific variable recorded as ``(step, *dims)`` in a group of its choosing
+    (declared by :meth:`bioprop.rules.Rule.record_variables`)."""
+
+    dims: tuple[str, ...]
+    shape: tuple[int, ...]
+    long_name: str
+    dtype: str = "f4"
+    attrs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -130,9 +142,11 @@ class Recorder:
         attrs: dict[str, Any] | None = None,
         mode: str = "w",
         truncate_after: int | None = None,
+        extra: dict[str, dict[str, ExtraVariable]] | None = None,
     ):
         self.spec = spec
         self.circuit = circuit
+        self.extra = extra or {}
         wanted_vars = set(spec.variables) if spec.variables is not None else set(VARIABLES)
         self._vars = wanted_vars
         all_pw = list(circuit.pathways)
@@ -155,6 +169,7 @@ class Recorder:
         self.file = h5netcdf.File(path, "a" if appending else "w")
         if not appending:
             self._create(attrs or {})
+            self._create_extra()
         self._open_appender(path)
         if appending:
             self._truncate(truncate_after)
@@ -252,6 +267,7 @@ class Recorder:
         paths = ["metrics"]
         paths += [f"pathways/{n}" for n in self.h5["pathways"]]
         paths += [f"populations/{n}" for n in self.h5["populations"]]
+        paths += [gp for gp in self.extra if gp not in paths]
         for gp in paths:
             g = self.h5[gp]
             grow = {
@@ -277,11 +293,38 @@ class Recorder:
     def _append(self, gp: str, step: int) -> tuple[int, dict[str, h5py.Dataset]]:
         grow = self._grow[gp]
         i = self._count[gp]
+        if i > 0 and grow["step"][i - 1] == step:  # already appended in this record
+            return i - 1, grow
         for ds in grow.values():
             ds.resize(i + 1, axis=0)
         grow["step"][i] = step
         self._count[gp] = i + 1
         return i, grow
+
+    def _create_extra(self) -> None:
+        """Lay out the rule-specific variables declared by ``Rule.record_variables``."""
+        for gp, variables in self.extra.items():
+            g = self.file
+            for part in gp.split("/"):
+                g = g[part] if part in g.groups else g.create_group(part)
+            if "step" not in g.dimensions:
+                g.dimensions["step"] = None
+                g.create_variable("step", ("step",), "i8", chunks=(1024,))
+            for name, ev in variables.items():
+                for dim, size in zip(ev.dims, ev.shape, strict=True):
+                    if dim not in g.dimensions:
+                        g.dimensions[dim] = size
+                    elif g.dimensions[dim].size != size:
+                        raise ValueError(
+                            f"{gp}: dimension {dim!r} has size {g.dimensions[dim].size}, "
+                            f"variable {name!r} wants {size}"
+                        )
+                v = g.create_variable(
+                    name, ("step", *ev.dims), ev.dtype, chunks=(1, *ev.shape), fillvalue=np.nan
+                )
+                v.attrs["long_name"] = ev.long_name
+                for k, val in ev.attrs.items():
+                    v.attrs[k] = _to_attr(val)
 
     # -- writing ------------------------------------------------------------------------
     def write(
@@ -334,6 +377,15 @@ class Recorder:
                         pad = np.full((k - arr.shape[0], arr.shape[1]), np.nan, np.float32)
                         arr = np.concatenate([arr, pad])
                     gv[var][i] = arr
+        for gp, values in signals.records.items():
+            if gp not in self._grow:
+                raise KeyError(
+                    f"rule {signals.__class__.__name__} recorded into {gp!r}, which its "
+                    "record_variables() did not declare"
+                )
+            i, gv = self._append(gp, step)
+            for var, value in values.items():
+                gv[var][i] = _np(value) if isinstance(value, torch.Tensor) else value
         self.flush()
 
     def flush(self) -> None:

@@ -313,10 +313,18 @@ def train(
     recorder = None
     if record is not None:
         if resumed:
-            recorder = Recorder(record, circuit, mode="a", truncate_after=step - 1)
+            recorder = Recorder(
+                record,
+                circuit,
+                mode="a",
+                truncate_after=step - 1,
+                extra=rule.record_variables(circuit, record.samples),
+            )
         else:
             attrs = _provenance(circuit, rule, data, loss, opt, seed, epochs, batch_size)
-            recorder = Recorder(record, circuit, attrs=attrs)
+            recorder = Recorder(
+                record, circuit, attrs=attrs, extra=rule.record_variables(circuit, record.samples)
+            )
 
     def save_checkpoint(epoch: int, batch: int) -> None:
         if checkpoint is None:
@@ -365,6 +373,7 @@ def train(
                 recording = recorder is not None and record.due(step)
                 ref = reference(circuit, x, y, loss) if recording and record.shadow else None
                 opt.zero_grad(set_to_none=True)
+                rule.recording = recording
                 signals = rule.step(circuit, x, y, loss)
                 lv = float(signals.loss)
                 if recording:

@@ -43,7 +43,10 @@ class Signals:
     rates
         Rates r of each population in the clean sweep (filled in by :meth:`Rule.step`).
     extra
-        Rule-specific quantities worth recording (e.g. a perturbation size).
+        Rule-specific quantities for the caller (not recorded).
+    records
+        Rule-specific values to record: ``{group path: {variable: tensor}}`` matching
+        what :meth:`Rule.record_variables` declared (e.g. a settling trajectory).
     """
 
     loss: torch.Tensor
@@ -51,6 +54,7 @@ class Signals:
     delta: dict[str, torch.Tensor] = field(default_factory=dict)
     rates: dict[str, torch.Tensor] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class Rule:
@@ -110,6 +114,15 @@ class Rule:
         return signals
 
     # -- bookkeeping ---------------------------------------------------------------------
+    def record_variables(self, circuit: Circuit, samples: int) -> dict[str, dict[str, Any]]:
+        """Rule-specific variables to lay out in recordings:
+        ``{group path: {name: bioprop.recorder.ExtraVariable}}`` (default none).
+        On recording steps the trainer sets ``self.recording = True`` before the step,
+        and the rule fills ``Signals.records`` with matching values."""
+        return {}
+
+    recording: bool = False
+
     def hyperparameters(self) -> dict[str, Any]:
         """Hyper-parameters, stored in recordings' provenance."""
         return {}
