@@ -42,5 +42,6 @@ __all__ += [
 
 from bioprop import tasks  # noqa: E402
 from bioprop.compare import compare  # noqa: E402
+from bioprop.compare import format_table as compare_table  # noqa: E402
 
-__all__ += ["tasks", "compare"]
+__all__ += ["tasks", "compare", "compare_table"]

@@ -67,7 +67,7 @@ def _final_angle(path: Path, population: str | None) -> float:
 
 
 def compare(
-    task: str = "linear",
+    task: str | _tasks.Task = "linear",
     rules: Sequence[str] | None = None,
     seeds: int = 3,
     epochs: int | None = None,
@@ -76,6 +76,7 @@ def compare(
     overwrite: bool = False,
     quick: bool = False,
     progress: bool = True,
+    seed_offset: int = 0,
 ) -> xr.Dataset:
     """Train every rule × seed of ``task`` and summarise.
 
@@ -86,6 +87,7 @@ def compare(
     records; NaN for bp), ``wall_time`` (s), over dims ``(rule, seed)``.
     """
     t = _tasks.get(task)
+    task = t.name
     rules = list(rules) if rules is not None else _rules.names()
     for r in rules:
         _rules.get(r)  # raises with the list of valid names
@@ -107,8 +109,8 @@ def compare(
     diverged = []
     curves: dict[str, list[Path]] = {r: [] for r in rules}
     for s in range(seeds):
-        data = t.load(s, quick)
-        base = t.circuit(s)
+        data = t.load(s + seed_offset, quick)
+        base = t.circuit(s + seed_offset)
         hidden = base.hidden()
         probe = hidden[-1] if hidden else None
         for i, r in enumerate(rules):
@@ -180,6 +182,7 @@ def plot_report(ds: xr.Dataset, curves: dict[str, list[Path]], path: Path, probe
     import matplotlib.pyplot as plt
 
     fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(11, 4))
+    colors = {r: f"C{i}" for i, r in enumerate(ds.rule.values)}
     for rule, paths in curves.items():
         losses, angles = [], []
         for p in paths:
@@ -199,11 +202,12 @@ def plot_report(ds: xr.Dataset, curves: dict[str, list[Path]], path: Path, probe
             rec.close()
         if losses:
             c = xr.concat(losses, "seed", join="inner")
-            ax_l.plot(c.step, c.mean("seed"), label=rule)
+            ax_l.plot(c.step, c.mean("seed"), label=rule, color=colors[rule])
             ax_l.set_ylabel(c.name)
         if angles:
             a = xr.concat(angles, "seed", join="inner")
-            ax_a.plot(a.step, a.mean("seed"), label=rule)
+            if a.notnull().any():
+                ax_a.plot(a.step, a.mean("seed"), label=rule, color=colors[rule])
     ax_l.set_yscale("log")
     ax_l.set_xlabel("step")
     ax_l.set_title(f"{ds.attrs['task']}: learning curves (mean over seeds)")

@@ -122,14 +122,24 @@ def make_optimizer(spec, circuit: Circuit) -> torch.optim.Optimizer:
 
 @torch.no_grad()
 def evaluate(
-    circuit: Circuit, x: torch.Tensor, y: torch.Tensor, loss: _losses.Loss, chunk: int = 4096
+    circuit: Circuit,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss: _losses.Loss | str,
+    chunk: int = 4096,
+    classification: bool | None = None,
 ) -> dict[str, float]:
     """Mean loss, and the error rate (classification) or the normalized squared error
-    Σ‖ŷ − y‖² / Σ‖y − ȳ‖² (regression) on ``(x, y)``."""
+    Σ‖ŷ − y‖² / Σ‖y − ȳ‖² (regression) on ``(x, y)``.
+
+    ``classification`` defaults to: integer labels, or a cross-entropy loss.  Pass it
+    for one-hot targets under a squared-error loss."""
+    loss = _losses.get(loss)
     total, errors, sq, n = 0.0, 0, 0.0, x.shape[0]
     if n == 0:
         return {}
-    classification = y.dim() == 1 or (y.dim() == 2 and loss.name == "cross-entropy")
+    if classification is None:
+        classification = y.dim() == 1 or loss.name == "cross-entropy"
     for i in range(0, n, chunk):
         out = circuit(x[i : i + chunk])
         yy = y[i : i + chunk]
@@ -379,7 +389,13 @@ def train(
                 if recording:
                     ev = None
                     if record.evaluate:
-                        ev = evaluate(circuit, data.x_test, data.y_test, loss)
+                        ev = evaluate(
+                            circuit,
+                            data.x_test,
+                            data.y_test,
+                            loss,
+                            classification=data.kind == "classification",
+                        )
                     recorder.write(step, epoch, signals, ref, ev)
                 if not math.isfinite(lv):
                     _diverged(circuit, rule, step, recorder, "the loss")
@@ -426,7 +442,9 @@ def train(
 
 
 def _log_eval(history, circuit, data, loss, rule, step, recorder) -> None:
-    ev = evaluate(circuit, data.x_test, data.y_test, loss)
+    ev = evaluate(
+        circuit, data.x_test, data.y_test, loss, classification=data.kind == "classification"
+    )
     for k, v in ev.items():
         history.setdefault(f"test_{k}", []).append(v)
     if "loss" in ev and not math.isfinite(ev["loss"]):

@@ -1,0 +1,86 @@
+"""Equilibrium propagation's cost per epoch, against backprop on the same architecture.
+
+``ep_over_bp_epoch``
+    One trainer epoch of the ``ep`` rule on the 784-500-10 hard-sigmoid dynamical
+    circuit (Scellier & Bengio's settings: ε = 0.5, 20 free and 4 nudged Euler steps,
+    batch 20, random sign of β) ÷ one trainer epoch of ``bp`` (autograd) on its layered
+    twin (the same weights as a feedforward circuit), random data of MNIST shape
+    (6 000 samples with ``--quick``, 60 000 without).  Median of interleaved repeats.
+
+EP does 24 batched Euler steps per batch on top of the one input drive W₁x and the
+Hebbian outer products that cost about what bp's forward and backward GEMMs cost, so the
+ratio measures mostly the settling loop's per-step overhead.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from bioprop import bench
+from bioprop import dynamics as _dyn
+from bioprop import init as _init
+
+SIZES = (784, 500, 10)
+BATCH = 20
+TARGET = 3.0
+
+
+def ep_circuit(seed: int = 0) -> _dyn.DynamicalCircuit:
+    """784-500-10 hard-sigmoid, ε = 0.5, 20 free steps, Glorot-uniform weights."""
+    return _dyn.layered_dynamical(
+        SIZES,
+        activation="hard-sigmoid",
+        init=_init.xavier_uniform(),
+        seed=seed,
+        epsilon=0.5,
+        steps=20,
+    )
+
+
+def _epoch(rule: str, data, device: str):
+    from bioprop.rules import get
+    from bioprop.trainer import train
+
+    def go():
+        c = ep_circuit()
+        if rule == "bp":
+            c = _dyn.layered_twin(c)
+            r = get("bp")
+        else:
+            r = get("ep", beta=1.0, nudged_steps=4, random_sign=True)
+        train(
+            c,
+            r,
+            data,
+            loss="mse",
+            optimizer=("sgd", {"lr": 0.1}),
+            epochs=1,
+            batch_size=BATCH,
+            seed=0,
+            progress=False,
+            device=device,
+            evaluate_every_epoch=False,
+        )
+
+    return go
+
+
+def _ep_over_bp_epoch(quick: bool, repeats: int, device: str) -> dict:
+    data = bench.mnist_shaped(6000 if quick else 60000, device=device)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small GEMMs: threads only add overhead on a shared machine
+    try:
+        return bench.interleaved_ratio(
+            _epoch("ep", data, device), _epoch("bp", data, device), repeats
+        )
+    finally:
+        torch.set_num_threads(threads)
+
+
+bench.register(
+    "ep_over_bp_epoch",
+    "ep trainer epoch (784-500-10 hard-sigmoid, 20+4 Euler steps, batch 20) / bp epoch on "
+    "its layered twin",
+    _ep_over_bp_epoch,
+    target=TARGET,
+)
