@@ -63,6 +63,8 @@ __all__ = [
     "symmetric_feedback",
     "settling_of",
     "free_populations",
+    "check_dynamical",
+    "plan",
 ]
 
 _BOUNDS = {"hard-sigmoid": (0.0, 1.0)}
@@ -434,7 +436,8 @@ def settle(
             ui.clamp_(*pl.bounds[i])
         u_cur.append(ui)
     u_nxt = [torch.empty_like(ui) for ui in u_cur]
-    r_cur = [_rate(pl, i, ui) for i, ui in enumerate(u_cur)]
+    all_bounded = all(b is not None for b in pl.bounds)  # then ρ(u) = u: the rates are the states
+    r_cur = u_cur if all_bounded else [_rate(pl, i, ui) for i, ui in enumerate(u_cur)]
     # constant drive, pre-scaled: a (W_in x + b) [+ a β y for the output]; "keep" = 1 − a (1 + β)
     const: list[torch.Tensor | float] = []
     keep: list[float] = []
@@ -498,7 +501,7 @@ def settle(
         if check or (measure_last and t + 1 == steps):
             residual = max(float(torch.dist(u_nxt[i], u_cur[i], math.inf)) / a[i] for i in range(n))
         u_cur, u_nxt = u_nxt, u_cur
-        r_cur = [_rate(pl, i, ui) for i, ui in enumerate(u_cur)]
+        r_cur = u_cur if all_bounded else [_rate(pl, i, ui) for i, ui in enumerate(u_cur)]
         taken = t + 1
         if frames is not None:
             for i in range(n):
@@ -649,23 +652,18 @@ def bptt(
 
 
 # -- energies -------------------------------------------------------------------------------
-def _rates_for_energy(circuit: Circuit, x: torch.Tensor, u: dict[str, torch.Tensor], s: Settling):
+def energy(circuit: Circuit, x: torch.Tensor, u: dict[str, torch.Tensor]) -> torch.Tensor:
+    """E(u) per sample (shape ``(N,)``), input clamped to x (ρ(u_in) = x)::
+
+        E = ½ Σ_q ‖u_q‖² − Σ_(p→q) ρ(u_q)ᵀ (W_qp ρ(u_p) + b_qp)
+
+    over the free populations q and the feedforward pathways p → q (their biases
+    b_qp give the −Σ bᵀρ term).  For hard-sigmoid ρ(u) = clip(u, 0, 1), which is u
+    itself on the bounded states.
+    """
     r = {circuit.input: x}
     for name in free_populations(circuit):
-        act = circuit.populations[name].act
-        r[name] = act.f(u[name])  # hard-sigmoid: clip(u) = u on the box
-    return r
-
-
-def energy(
-    circuit: Circuit, x: torch.Tensor, u: dict[str, torch.Tensor], settling: Settling | None = None
-) -> torch.Tensor:
-    """E(u) per sample (shape ``(N,)``), input clamped to x::
-
-    E = ½ Σ_q ‖u_q‖² − Σ_(p→q) ρ(u_q)ᵀ (W_qp ρ(u_p) + b) )   (biases of forward pathways)
-    """
-    s = settling or settling_of(circuit)
-    r = _rates_for_energy(circuit, x, u, s)
+        r[name] = circuit.populations[name].act.f(u[name])
     e = None
     for name in free_populations(circuit):
         t = 0.5 * (u[name] * u[name]).sum(1)
@@ -687,10 +685,9 @@ def total_energy(
     u: dict[str, torch.Tensor],
     y: torch.Tensor,
     beta: float,
-    settling: Settling | None = None,
 ) -> torch.Tensor:
     """F = E + β C per sample."""
-    return energy(circuit, x, u, settling) + beta * cost(circuit, u, y)
+    return energy(circuit, x, u) + beta * cost(circuit, u, y)
 
 
 # -- circuits -------------------------------------------------------------------------------

@@ -101,12 +101,12 @@ def describe() -> dict[str, str]:
 
 def _linear(seed: int, quick: bool) -> Dataset:
     n_train = 200 if quick else 1500
-    return _data.linear_teacher(n_train=n_train, n_test=500, seed=1000 + seed)
+    return _data.linear_teacher(n_train=n_train, n_test=500, seed=seed)
 
 
 def _nonlinear(seed: int, quick: bool) -> Dataset:
     n_train = 200 if quick else 5000
-    return _data.nonlinear_teacher(n_train=n_train, n_test=1000, seed=1000 + seed)
+    return _data.nonlinear_teacher(n_train=n_train, n_test=1000, seed=seed)
 
 
 def _image(name: str) -> Callable[[int, bool], Dataset]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from bioprop.data.base import Dataset
+from bioprop.seeding import generator
 
 __all__ = ["linear_teacher", "nonlinear_teacher"]
 
@@ -26,7 +27,7 @@ def linear_teacher(
 ) -> Dataset:
     """y* = T x, T ∈ U[-1, 1]^{n_out×n_in}, x ~ N(0, I) (Lillicrap et al. 2016, Fig. 1)."""
     _check_sizes("linear_teacher", n_in=n_in, n_out=n_out, n_train=n_train, n_test=n_test)
-    g = torch.Generator().manual_seed(seed)
+    g = generator(seed, "data")
     T = torch.rand(n_out, n_in, generator=g) * 2 - 1
     x = torch.randn(n_train + n_test, n_in, generator=g)
     y = x @ T.t()
@@ -48,7 +49,7 @@ def nonlinear_teacher(
     _check_sizes("nonlinear_teacher", n_train=n_train, n_test=n_test)
     if len(sizes) < 2:
         raise ValueError(f"nonlinear_teacher: sizes needs at least 2 entries, got {sizes}")
-    g = torch.Generator().manual_seed(seed)
+    g = generator(seed, "data")
     ws = [
         (torch.rand(b, a, generator=g) * 2 - 1) * (3.0 / a) ** 0.5
         for a, b in zip(sizes[:-1], sizes[1:], strict=True)

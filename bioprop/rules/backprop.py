@@ -76,13 +76,14 @@ class Backprop(Rule):
         out = circuit.output
         L = loss(state.r[out], y)
         delta: dict[str, torch.Tensor] = {}
-        if self.record_signals:
+        want = self.record_signals or self.recording
+        if want:
             for u in state.u.values():
                 u.retain_grad()
         for p in circuit.plastic_parameters():
             p.grad = None
         L.backward()
-        if self.record_signals:
+        if want:
             n = state.r[out].shape[0]
             delta = {p: u.grad * n for p, u in state.u.items() if u.grad is not None}
         return Signals(L.detach(), state.r[out].detach(), delta)

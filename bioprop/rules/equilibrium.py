@@ -475,7 +475,7 @@ class EquilibriumPropagation(Rule):
             xs = x[:m].repeat(T, 1)
             ys = y[:m].repeat(T, 1)
             with torch.no_grad():
-                e = _dyn.energy(circuit, xs, flat, s).reshape(T, m)
+                e = _dyn.energy(circuit, xs, flat).reshape(T, m)
                 c = _dyn.cost(circuit, flat, ys).reshape(T, m)
             f = e + bvec.to(e.dtype).view(T, 1) * c
             for v, val in (("energy", e), ("cost", c), ("total_energy", f)):

@@ -1,0 +1,196 @@
+"""Helpers shared by the circuit scripts: command line, seeds, learning curves, tables, figures.
+
+Not a script itself (the leading underscore keeps it out of the script tests).  The
+scripts import it as ``import _common`` — Python puts a script's own folder first on
+``sys.path``, so this works from any working directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import xarray as xr
+from matplotlib.figure import Figure  # no pyplot: no GUI backend, safe headless
+
+import bioprop as bp
+
+__all__ = [
+    "parse_args",
+    "seeds",
+    "TestCurve",
+    "mean_sd",
+    "table",
+    "claim",
+    "new_figure",
+    "save_figure",
+    "tail_mean",
+    "steps_to",
+    "band",
+    "smooth",
+    "wall",
+]
+
+
+def parse_args(
+    script: str, description: str, default_seeds: int, argv: Sequence[str] | None = None
+) -> argparse.Namespace:
+    """``--out DIR`` (default ``runs/<script>``), ``--quick``, ``--seeds N``; makes ``out``."""
+    p = argparse.ArgumentParser(
+        prog=f"{script}.py",
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--out", type=Path, default=Path("runs") / script,
+        help="folder for the recordings (.h5), the figure (.png) and curves (default: %(default)s)",
+    )
+    p.add_argument(
+        "--quick", action="store_true",
+        help="a tiny budget that finishes in seconds (for tests; too short to test the claims)",
+    )
+    p.add_argument(
+        "--seeds", type=int, default=None,
+        help=f"number of repetitions (seeds 0..N-1; default {default_seeds}, 1 with --quick)",
+    )
+    args = p.parse_args(argv)
+    if args.seeds is None:
+        args.seeds = 1 if args.quick else default_seeds
+    if args.seeds < 1:
+        p.error("--seeds must be at least 1")
+    args.out.mkdir(parents=True, exist_ok=True)
+    # These circuits are tiny: intra-op threads only add overhead, and on a busy machine
+    # OpenMP threads spinning for a core make each step many times slower.
+    torch.set_num_threads(1)
+    args.t0 = time.perf_counter()
+    return args
+
+
+def seeds(s: int) -> tuple[int, int, int]:
+    """``(data_seed, circuit_seed, train_seed)`` for repetition ``s``.
+
+    They are kept apart on purpose.  Procedural tasks and circuits both draw from a
+    ``torch.Generator`` seeded with their ``seed``, so ``linear_teacher(seed=0)`` and
+    ``Circuit.layered(..., seed=0)`` would draw the *same* uniform numbers: the student's
+    first weight matrix would be a scaled copy of the teacher.  The train seed sets the
+    data order (the same for every rule) and the rule's feedback matrices.
+    """
+    return 10_000 + s, 20_000 + s, s
+
+
+class TestCurve:
+    """An ``on_step`` callback for :func:`bioprop.train`: the test-set normalized squared
+    error every ``every`` steps (``run.history`` has one point per epoch only, and these
+    experiments are single-pass, online learning)."""
+
+    __test__ = False  # not a pytest class
+
+    def __init__(self, circuit: bp.Circuit, data: bp.data.Dataset, every: int, loss="mse"):
+        self.circuit, self.data, self.every = circuit, data, every
+        self.loss = bp.losses.get(loss)
+        self.steps: list[int] = [0]
+        self.nse: list[float] = [self._nse()]
+
+    def _nse(self) -> float:
+        return bp.evaluate(self.circuit, self.data.x_test, self.data.y_test, self.loss)["nse"]
+
+    def __call__(self, step: int, signals) -> None:
+        if (step + 1) % self.every == 0:  # called after the update of step `step`
+            self.steps.append(step + 1)
+            self.nse.append(self._nse())
+
+    def to_xarray(self, **coords) -> xr.DataArray:
+        """The curve as a DataArray over ``step``, with scalar coords (rule, seed, ...)."""
+        return xr.DataArray(
+            np.array(self.nse), dims="step", coords={"step": self.steps, **coords},
+            name="test_nse", attrs={"long_name": "normalized squared error on the test set"},
+        )
+
+
+def tail_mean(a: xr.DataArray, frac: float = 0.2) -> float:
+    """Mean over the last ``frac`` of the ``step`` records (NaN skipped)."""
+    n = a.sizes["step"]
+    k = max(1, int(round(n * frac)))
+    return float(a.isel(step=slice(n - k, n)).mean(skipna=True))
+
+
+def steps_to(curve: xr.DataArray, level: float) -> float:
+    """First step at which a learning curve falls below ``level`` (inf if never)."""
+    below = np.nonzero(curve.values < level)[0]
+    return float(curve["step"].values[below[0]]) if below.size else math.inf
+
+
+def mean_sd(values: Sequence[float], fmt: str = ".3g") -> str:
+    """``mean ± sd`` over seeds (just the value for one seed)."""
+    vals = [float(v) for v in values]
+    if any(math.isinf(v) for v in vals):
+        return f"{sum(math.isinf(v) for v in vals)}/{len(vals)} never"
+    m = statistics.fmean(vals)
+    if len(vals) < 2:
+        return format(m, fmt)
+    return f"{format(m, fmt)} ± {format(statistics.stdev(vals), fmt)}"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A plain-text table with aligned columns."""
+    cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def claim(
+    statement: str, measured: str, holds: bool, quick: bool, source: str = "paper"
+) -> str:
+    """A claim (the paper's, or e.g. ``source="control (ours)"``), our measurement, and
+    whether the measurement supports it."""
+    if quick:
+        verdict = "not tested (--quick budget)"
+    else:
+        verdict = "HOLDS" if holds else "DOES NOT HOLD"
+    return f"- {source}: {statement}\n  measured: {measured}\n  -> {verdict}"
+
+
+def new_figure(ncols: int, nrows: int = 1, width: float = 4.6, height: float = 3.6):
+    """A matplotlib Figure (Agg, no pyplot) and its axes."""
+    fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    return fig, axes
+
+
+def save_figure(fig: Figure, path: Path) -> Path:
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def band(ax, x, y: np.ndarray, label: str, log: bool = False, **kw) -> None:
+    """Plot the mean over seeds (axis 0) with a ±sd band (geometric for log axes)."""
+    y = np.asarray(y, dtype=float)
+    if log:
+        ly = np.log10(np.clip(y, 1e-16, None))
+        m, s = ly.mean(0), ly.std(0)
+        mid, lo, hi = 10**m, 10 ** (m - s), 10 ** (m + s)
+    else:
+        mid, sd = np.nanmean(y, 0), np.nanstd(y, 0)
+        lo, hi = mid - sd, mid + sd
+    (line,) = ax.plot(x, mid, label=label, **kw)
+    if y.shape[0] > 1:
+        ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+
+
+def smooth(a: xr.DataArray, window: int) -> xr.DataArray:
+    """Running mean over ``window`` records along ``step`` (single-example angles are noisy)."""
+    if window <= 1:
+        return a
+    return a.rolling(step=window, center=True, min_periods=1).mean()
+
+
+def wall(args) -> str:
+    return f"{time.perf_counter() - args.t0:.1f} s"
