@@ -192,7 +192,7 @@ def pseudoinverse_update(rec: Rec, pathway: str) -> xr.DataArray:
     rcond = float(np.finfo(w.dtype).eps) * max(w.sizes["post"], w.sizes["pre"]) * 10
     w_pinv = xr.apply_ufunc(
         lambda a: np.linalg.pinv(a, rcond=rcond),
-        w.astype("float64"),
+        w.astype("float64").load(),
         input_core_dims=[["post", "pre"]],
         output_core_dims=[["pre", "post"]],
     )

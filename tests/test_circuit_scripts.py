@@ -38,7 +38,9 @@ def quick_runs(
         for item in request.session.items
         if getattr(item, "originalname", "") == "test_quick_run_writes_recordings_and_figure"
     }
-    env = {**os.environ, "MPLBACKEND": "Agg"}
+    # quick runs go side by side, one per core: one intra-op thread each, or OpenMP
+    # threads fighting over the cores make every step many times slower
+    env = {**os.environ, "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     jobs = {}
     for script in sorted(selected):
         cwd = tmp_path_factory.mktemp(script.stem)
