@@ -28,6 +28,7 @@ from bioprop.trainer import DivergenceError, train
 __all__ = ["compare", "check_output_dir", "format_table", "plot_report"]
 
 FINAL_WINDOW = 5  # records averaged for the final angle to bp
+DEFAULT_RULES = ("bp", "fa", "dfa", "sign-symmetry", "shallow", "node-perturbation")
 
 
 def check_output_dir(out: Path, overwrite: bool) -> None:
@@ -88,7 +89,7 @@ def compare(
     """
     t = _tasks.get(task)
     task = t.name
-    rules = list(rules) if rules is not None else _rules.names()
+    rules = list(rules) if rules is not None else list(DEFAULT_RULES)
     for r in rules:
         _rules.get(r)  # raises with the list of valid names
     if len(set(rules)) != len(rules):

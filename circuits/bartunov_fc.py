@@ -75,7 +75,7 @@ def main(argv=None) -> int:
     )
     p.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "mnist"])
     p.add_argument("--rules", default="bp,fa,dfa")
-    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seeds", type=int, default=None, help="default 3 (1 with --quick)")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate")
     p.add_argument("--out", type=Path, default=None, help="default runs/bartunov_fc-DATASET")
@@ -83,6 +83,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--overwrite", action="store_true")
     args = p.parse_args(argv)
+    if args.seeds is None:
+        args.seeds = 1 if args.quick else 3
     if args.threads:
         torch.set_num_threads(args.threads)
     out = args.out or Path("runs") / f"bartunov_fc-{args.dataset}"

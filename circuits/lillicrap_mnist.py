@@ -30,7 +30,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "mnist"])
     p.add_argument("--rules", default="bp,fa,dfa,sign-symmetry,shallow")
-    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seeds", type=int, default=None, help="default 3 (1 with --quick)")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--out", type=Path, default=None, help="default runs/lillicrap_mnist-DATASET")
     p.add_argument("--quick", action="store_true", help="2000 samples, 60 steps: seconds")
@@ -82,6 +82,8 @@ def plot_alignment(out: Path, rules: list[str], seeds: int) -> Path:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.seeds is None:
+        args.seeds = 1 if args.quick else 3
     if args.threads:
         torch.set_num_threads(args.threads)
     out = args.out or Path("runs") / f"lillicrap_mnist-{args.dataset}"

@@ -27,10 +27,11 @@ backpropagated from above:
                                                                 v_f: h_l -> output, and its own
                                                                 backward pass)
 
-  v_f is fitted to imitate the real upper network: ``fit="gradient"`` regresses ĝ_l on δ̃_l
-  (L_M above, by double backprop), ``fit="output"`` regresses v_f(h_l) on the real output
-  pre-activation u_out, ``fit="both"`` adds the two; ``fit="task"`` instead trains v_f on
-  the task loss ℓ(y, f_out(v_f(h_l))) itself — the *local supervised head* baseline.
+  v_f is fitted to imitate the real upper network: ``fit="gradient"`` (default) regresses
+  ĝ_l on δ̃_l (L_M above, by double backprop), ``fit="output"`` regresses v_f(h_l) on the
+  real output pre-activation u_out, ``fit="both"`` adds the two; ``fit="task"`` instead
+  trains v_f on the task loss ℓ(y, f_out(v_f(h_l))) itself — the *local supervised head*
+  baseline.
 
 **Update probability** ``p_update`` (Jaderberg et al., the stochastic-update experiment): on
 each step every layer (the pathways into a non-input population) updates with probability
@@ -95,13 +96,13 @@ class _ModulePathway(Pathway):
 
     ``weight`` is not a parameter here but a *view*: :meth:`effective_weight` (post x pre =
     interface x interface), recomputed from ``net`` when read, with ``.grad`` set to its
-    first-order change along the parameters' current ``.grad`` (a Jacobian-vector product),
+    first-order change along the parameters' current ``.grad`` (dE for dθ = ``.grad``),
     so a recording's ``weight_update`` (−``weight.grad``) is the change of the effective
     weight per unit learning rate, to first order.  The module's biases live in ``net``;
     ``bias`` is None.
     """
 
-    kind_name = "module"
+    columns: int | None = None  # how many of the first layer's input columns belong to h
 
     def __init__(self, population: str, name: str, net: nn.Module) -> None:
         nn.Module.__init__(self)
@@ -120,26 +121,42 @@ class _ModulePathway(Pathway):
     def own_parameters(self) -> list[nn.Parameter]:
         return list(self.net.parameters())
 
-    def _effective(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
-        raise NotImplementedError
+    def _linear_weights(self) -> list[nn.Parameter]:
+        return [m.weight for m in self.net if isinstance(m, nn.Linear)]
+
+    def _chain(self, tangent: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """P = W_L ⋯ W_1 (first layer restricted to the h columns) and, with ``tangent``,
+        its change dP = Σ_k W_L ⋯ dW_k ⋯ W_1 along the parameters' ``.grad``."""
+        ws = self._linear_weights()
+        cols = slice(None) if self.columns is None else slice(0, self.columns)
+
+        def grad(w):
+            return w.grad.detach() if w.grad is not None else torch.zeros_like(w)
+
+        with torch.no_grad():
+            p = ws[0].detach()[:, cols].clone()
+            dp = grad(ws[0])[:, cols].clone() if tangent else None
+            for w in ws[1:]:
+                wd = w.detach()
+                if tangent:
+                    dp = grad(w) @ p + wd @ dp  # d(W P) = dW P + W dP
+                p = wd @ p
+        return p, dp
+
+    def _effective(self, p: torch.Tensor, dp: torch.Tensor | None):
+        """(effective weight, its change) from the chain (P, dP)."""
+        return p, dp
 
     def effective_weight(self) -> torch.Tensor:
-        with torch.no_grad():
-            return self._effective({k: p.detach() for k, p in self.net.named_parameters()})
+        return self._effective(*self._chain(False))[0]
 
     @property
     def weight(self) -> torch.Tensor:  # type: ignore[override]
         """The effective weight, with ``.grad`` = its change along the parameters' ``.grad``."""
-        params = dict(self.net.named_parameters())
-        w = self.effective_weight()
-        if any(p.grad is not None for p in params.values()):
-            primals = {k: p.detach() for k, p in params.items()}
-            tangents = {
-                k: (p.grad.detach() if p.grad is not None else torch.zeros_like(p))
-                for k, p in params.items()
-            }
-            _, dw = torch.func.jvp(self._effective, (primals,), (tangents,))
-            w.grad = dw.detach()
+        has_grad = any(p.grad is not None for p in self.net.parameters())
+        w, dw = self._effective(*self._chain(has_grad))
+        if dw is not None:
+            w.grad = dw
         return w
 
     def forward(self, r_source: torch.Tensor) -> torch.Tensor:
@@ -240,13 +257,7 @@ class SyntheticGradientPathway(_ModulePathway):
         self.hidden = hidden
         self.size = size
         self.n_label = n_label
-
-    def _effective(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
-        weights = [params[k] for k in sorted(params, key=_layer_index) if k.endswith("weight")]
-        w = weights[0][:, : self.size]
-        for nxt in weights[1:]:
-            w = nxt @ w
-        return w
+        self.columns = size
 
     def predict(self, h, y, loss=None, create_graph=False):
         """ĝ_l = M_l(h_l) or M_l(h_l ⊕ y)."""
@@ -267,10 +278,6 @@ class SyntheticGradientPathway(_ModulePathway):
             ),
         )
         return d
-
-
-def _layer_index(key: str) -> int:
-    return int(key.split(".")[0])
 
 
 class VFBNPathway(_ModulePathway):
@@ -341,12 +348,10 @@ class VFBNPathway(_ModulePathway):
                 else:
                     layer.bias.zero_()
 
-    def _effective(self, params):
-        weights = [params[k] for k in sorted(params, key=_layer_index) if k.endswith("weight")]
-        p = weights[0]
-        for nxt in weights[1:]:
-            p = nxt @ p
-        return p.t() @ p
+    def _effective(self, p, dp):
+        """E = PᵀP, dE = dPᵀP + PᵀdP."""
+        e = p.t() @ p
+        return e, (None if dp is None else dp.t() @ p + p.t() @ dp)
 
     def virtual_output(self, h: torch.Tensor) -> torch.Tensor:
         """u_v = v_f(h): the virtual output pre-activation."""
@@ -357,14 +362,22 @@ class VFBNPathway(_ModulePathway):
         return self.predict_with_output(h, y, loss, create_graph)[0]
 
     def predict_with_output(
-        self, h: torch.Tensor, y: torch.Tensor, loss: Loss, create_graph: bool = False
+        self,
+        h: torch.Tensor,
+        y: torch.Tensor,
+        loss: Loss,
+        create_graph: bool = False,
+        keep_output_graph: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(ĝ_l, u_v): the synthetic gradient and the virtual output it came from."""
+        """(ĝ_l, u_v): the synthetic gradient and the virtual output it came from
+        (``keep_output_graph``: u_v stays differentiable in v_f's parameters)."""
         with torch.enable_grad():
             hh = h.detach().requires_grad_(True)
             u_v = self.net(hh)
             ell = loss.per_sample(self.out_act.f(u_v), y).sum()  # Σ_n ℓ_n: ∂/∂h_n = ∂ℓ_n/∂h_n
-            (g,) = torch.autograd.grad(ell, hh, create_graph=create_graph)
+            (g,) = torch.autograd.grad(
+                ell, hh, create_graph=create_graph, retain_graph=create_graph or keep_output_graph
+            )
         return g, u_v
 
     def describe(self) -> dict:
@@ -402,7 +415,7 @@ def true_rate_gradients(
     """Backprop's ∂ℓ_n/∂h_l per sample for the named populations (autograd on a fresh
     sweep; ``.grad`` untouched) — the gradient a synthetic gradient stands in for."""
     with torch.enable_grad():
-        state = circuit.sweep(x)
+        state = circuit.sweep(x.detach().requires_grad_(True))  # a graph even if all is frozen
         hs = [state.r[p] for p in populations]
         L = loss(state.r[circuit.output], y)
         grads = torch.autograd.grad(L, hs, allow_unused=True)
@@ -817,10 +830,13 @@ class VFBN(_InterfaceRule):
     activation
         Activation of v_f's hidden layers.
     fit
-        How v_f learns: ``"gradient"`` — L_M = ⟨½‖ĝ_l − δ̃_l‖²⟩ (double backprop, the DNI
-        objective); ``"output"`` — imitate the real upper network's output,
-        L_M = ⟨½‖v_f(h_l) − u_out‖²⟩; ``"both"`` — the sum; ``"task"`` — the task loss
-        ⟨ℓ(y, f_out(v_f(h_l)))⟩ itself (a local supervised head, not an imitation).
+        How v_f learns.  ``"gradient"`` (default): L_M = ⟨½‖ĝ_l − δ̃_l‖²⟩ by double backprop,
+        the DNI objective — v_f imitates the upper network's backward pass.  ``"output"``:
+        v_f imitates the upper network's output, L_M = ⟨½‖v_f(h_l) − u_out‖²⟩.  ``"both"``:
+        the sum.  ``"task"``: the task loss ⟨ℓ(y, f_out(v_f(h_l)))⟩ itself — a local
+        supervised head, not an imitation.  (On Fashion-MNIST, 4 layers, interface at the
+        middle, 705 steps: ∠(ĝ, ∂ℓ/∂h) ≈ 12–17° for "gradient", ≈ 20° for "both", ≈ 45°
+        for "output", ≈ 57° for "task"; see ``circuits/vfbn.py``.)
     interfaces, p_update
         As for :class:`DNI`.
     """
@@ -832,7 +848,7 @@ class VFBN(_InterfaceRule):
         self,
         hidden: Sequence[int] = (),
         activation: str = "relu",
-        fit: str = "both",
+        fit: str = "gradient",
         interfaces: Sequence[str] | None = None,
         p_update: float = 1.0,
     ) -> None:
@@ -860,8 +876,8 @@ class VFBN(_InterfaceRule):
 
     def _synthetic(self, module, h, y, loss, state, train):
         graph = train and self.fit in ("gradient", "both")
-        g, u_v = module.predict_with_output(h, y, loss, create_graph=graph)
-        return g, u_v
+        keep = train and self.fit in ("output", "both", "task")
+        return module.predict_with_output(h, y, loss, create_graph=graph, keep_output_graph=keep)
 
     def _module_loss(self, module, pred, u_v, target, state, y, loss):
         terms = []
