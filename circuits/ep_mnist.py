@@ -44,7 +44,6 @@ import statistics
 import sys
 import time
 
-import _common as C
 import numpy as np
 import torch
 import xarray as xr
@@ -54,6 +53,8 @@ from bioprop import analysis_ep
 from bioprop import dynamics as dyn
 from bioprop.bench import mnist_shaped
 from bioprop.data.mnist import MissingDataError
+
+import _common as C
 
 ARCHS = {
     1: {

@@ -25,11 +25,12 @@ curves (curves.nc) and lillicrap_linear.png (learning curves; ∠(Δh_FA, Δh_BP
 
 from __future__ import annotations
 
-import _common as C
 import numpy as np
 import xarray as xr
 
 import bioprop as bp
+
+import _common as C
 
 # rule -> SGD learning rate (per-example updates)
 RULES = {"shallow": 3.0, "node-perturbation": 0.003, "bp": 0.01, "fa": 0.01}

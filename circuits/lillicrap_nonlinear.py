@@ -21,12 +21,13 @@ lillicrap_nonlinear.png (test error over training).
 
 from __future__ import annotations
 
-import _common as C
 import numpy as np
 import torch
 import xarray as xr
 
 import bioprop as bp
+
+import _common as C
 
 ARCHS = {"30-20-10": [30, 20, 10], "30-20-10-10": [30, 20, 10, 10]}
 RULES = ("bp", "fa")

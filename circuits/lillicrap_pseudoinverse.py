@@ -21,11 +21,12 @@ Outputs in --out: fa_<condition>_seed<s>.h5 recordings and lillicrap_pseudoinver
 
 from __future__ import annotations
 
-import _common as C
 import numpy as np
 import xarray as xr
 
 import bioprop as bp
+
+import _common as C
 
 CONDITIONS = {"small init": 0.001, "large init": 0.3}  # forward weights ~ U[-ω, ω]
 LR = 0.003
