@@ -48,15 +48,20 @@ def parse_args(
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
-        "--out", type=Path, default=Path("runs") / script,
+        "--out",
+        type=Path,
+        default=Path("runs") / script,
         help="folder for the recordings (.h5), the figure (.png) and curves (default: %(default)s)",
     )
     p.add_argument(
-        "--quick", action="store_true",
+        "--quick",
+        action="store_true",
         help="a tiny budget that finishes in seconds (for tests; too short to test the claims)",
     )
     p.add_argument(
-        "--seeds", type=int, default=None,
+        "--seeds",
+        type=int,
+        default=None,
         help=f"number of repetitions (seeds 0..N-1; default {default_seeds}, 1 with --quick)",
     )
     args = p.parse_args(argv)
@@ -108,8 +113,11 @@ class TestCurve:
     def to_xarray(self, **coords) -> xr.DataArray:
         """The curve as a DataArray over ``step``, with scalar coords (rule, seed, ...)."""
         return xr.DataArray(
-            np.array(self.nse), dims="step", coords={"step": self.steps, **coords},
-            name="test_nse", attrs={"long_name": "normalized squared error on the test set"},
+            np.array(self.nse),
+            dims="step",
+            coords={"step": self.steps, **coords},
+            name="test_nse",
+            attrs={"long_name": "normalized squared error on the test set"},
         )
 
 
@@ -146,9 +154,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return "\n".join(lines)
 
 
-def claim(
-    statement: str, measured: str, holds: bool, quick: bool, source: str = "paper"
-) -> str:
+def claim(statement: str, measured: str, holds: bool, quick: bool, source: str = "paper") -> str:
     """A claim (the paper's, or e.g. ``source="control (ours)"``), our measurement, and
     whether the measurement supports it."""
     if quick:
@@ -194,3 +200,53 @@ def smooth(a: xr.DataArray, window: int) -> xr.DataArray:
 
 def wall(args) -> str:
     return f"{time.perf_counter() - args.t0:.1f} s"
+
+
+# -- image-classification comparisons (lillicrap_mnist, bartunov_fc) -------------------------
+def image_parser(script: str, doc: str, rules: str, epochs: int) -> argparse.ArgumentParser:
+    """The shared options of the image-classification scripts; add script-specific ones."""
+    p = argparse.ArgumentParser(
+        prog=f"{script}.py",
+        description=doc.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "mnist"])
+    p.add_argument("--rules", default=rules, help="comma-separated (default %(default)s)")
+    p.add_argument("--seeds", type=int, default=None, help="default 3 (1 with --quick)")
+    p.add_argument("--epochs", type=int, default=epochs, help="default %(default)s")
+    p.add_argument("--out", type=Path, default=None, help=f"default runs/{script}-DATASET")
+    p.add_argument("--quick", action="store_true", help="2000 samples, a few dozen steps")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--overwrite", action="store_true", help="replace recordings in --out")
+    return p
+
+
+def image_setup(args: argparse.Namespace, script: str) -> tuple[Path, list[str]]:
+    """Seeds and threads defaults; returns (output folder, rule names)."""
+    if args.seeds is None:
+        args.seeds = 1 if args.quick else 3
+    if args.seeds < 1:
+        raise SystemExit("--seeds must be at least 1")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = args.out or Path("runs") / f"{script}-{args.dataset}"
+    return out, [r.strip() for r in args.rules.split(",") if r.strip()]
+
+
+def paper_table(ds: xr.Dataset, rules: Sequence[str], paper: dict, dataset: str) -> str:
+    """Test error %: the paper's (MNIST) beside ours (mean ± sd over seeds)."""
+    rows = []
+    for rule in rules:
+        err = ds.test_error.sel(rule=rule).values * 100
+        ours = f"{np.nanmean(err):.2f} ± {np.nanstd(err):.2f}" if np.isfinite(err).any() else "—"
+        rows.append([rule, f"{paper[rule]:g}" if rule in paper else "—", ours])
+    return table(["rule", "paper, MNIST test error %", f"ours, {dataset} test error %"], rows)
+
+
+def angle_axes(ax, title: str) -> None:
+    """Title, labels, the 90° line and a legend for an angle-over-training panel."""
+    ax.set_title(title)
+    ax.set_xlabel("step")
+    ax.set_ylabel("degrees")
+    ax.axhline(90, color="0.7", lw=0.8, ls="--")
+    ax.legend(fontsize=8)

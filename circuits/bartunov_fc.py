@@ -10,14 +10,14 @@ used where it can be downloaded.
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 import bioprop as bp
+
+import _common
 
 PAPER_MNIST = {"bp": 1.48, "fa": 1.85, "dfa": 2.75}  # test error %, Bartunov et al. 2018
 
@@ -59,36 +59,17 @@ def plot_alignment(out: Path, rules: list[str], seeds: int, hidden: list[str]) -
             ax.plot(steps, a, label=pop, color=f"C{j}")
         for r in recs:
             r.close()
-        ax.set_title(f"{rule}: ∠(δ, δ_BP) per hidden layer")
-        ax.set_xlabel("step")
-        ax.set_ylabel("degrees")
-        ax.axhline(90, color="0.7", lw=0.8, ls="--")
-        ax.legend(fontsize=8)
+        _common.angle_axes(ax, f"{rule}: ∠(δ, δ_BP) per hidden layer")
     path = out / "alignment.png"
     fig.savefig(path, dpi=110)
     return path
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "mnist"])
-    p.add_argument("--rules", default="bp,fa,dfa")
-    p.add_argument("--seeds", type=int, default=None, help="default 3 (1 with --quick)")
-    p.add_argument("--epochs", type=int, default=10)
+    p = _common.image_parser("bartunov_fc", __doc__, "bp,fa,dfa", 10)
     p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate")
-    p.add_argument("--out", type=Path, default=None, help="default runs/bartunov_fc-DATASET")
-    p.add_argument("--quick", action="store_true", help="2000 samples, 40 steps: seconds")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    p.add_argument("--overwrite", action="store_true")
     args = p.parse_args(argv)
-    if args.seeds is None:
-        args.seeds = 1 if args.quick else 3
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    out = args.out or Path("runs") / f"bartunov_fc-{args.dataset}"
-    rules = [r.strip() for r in args.rules.split(",") if r.strip()]
+    out, rules = _common.image_setup(args, "bartunov_fc")
     t = task(args.dataset, args.epochs, args.lr)
     t0 = time.perf_counter()
     ds = bp.compare(
@@ -103,12 +84,8 @@ def main(argv=None) -> int:
     print(bp.compare_table(ds))
     hidden = t.circuit(0).hidden()
     plot_alignment(out, rules, args.seeds, hidden)
-    print(f"\n{'rule':<8}{'paper, MNIST (%)':>18}{f'ours, {args.dataset} (%)':>28}")
-    for rule in rules:
-        err = ds.test_error.sel(rule=rule).values * 100
-        ours = f"{np.nanmean(err):.2f} ± {np.nanstd(err):.2f}" if np.isfinite(err).any() else "—"
-        paper = PAPER_MNIST.get(rule)
-        print(f"{rule:<8}{(f'{paper:.2f}' if paper else '—'):>18}{ours:>28}")
+    print()
+    print(_common.paper_table(ds, rules, PAPER_MNIST, args.dataset))
     budget = "quick" if args.quick else f"{args.epochs} epoch(s)"
     print(f"\n{args.seeds} seed(s), {budget}, Adam lr {args.lr}, batch 64")
     print(f"wrote {out}/summary.nc, report.png, alignment.png; {time.perf_counter() - t0:.0f} s")

@@ -11,32 +11,17 @@ shallow 7.2 %.  MNIST is downloaded where the network allows; Fashion-MNIST (Deb
 
 from __future__ import annotations
 
-import argparse
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
 import bioprop as bp
 
+import _common
+
 PAPER_MNIST = {"bp": 2.4, "fa": 2.1, "shallow": 7.2}  # test error %, Lillicrap et al. 2016
-
-
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "mnist"])
-    p.add_argument("--rules", default="bp,fa,dfa,sign-symmetry,shallow")
-    p.add_argument("--seeds", type=int, default=None, help="default 3 (1 with --quick)")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--out", type=Path, default=None, help="default runs/lillicrap_mnist-DATASET")
-    p.add_argument("--quick", action="store_true", help="2000 samples, 60 steps: seconds")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    p.add_argument("--overwrite", action="store_true")
-    return p.parse_args(argv)
 
 
 def plot_alignment(out: Path, rules: list[str], seeds: int) -> Path:
@@ -70,24 +55,17 @@ def plot_alignment(out: Path, rules: list[str], seeds: int) -> Path:
         (ax_w, "∠(ΔW_input→hidden, ΔW_BP)"),
         (ax_b, "∠(Wᵀ, B), hidden→output"),
     ):
-        ax.set_title(title)
-        ax.set_xlabel("step")
-        ax.set_ylabel("degrees")
-        ax.axhline(90, color="0.7", lw=0.8, ls="--")
-        ax.legend(fontsize=8)
+        _common.angle_axes(ax, title)
     path = out / "alignment.png"
     fig.savefig(path, dpi=110)
     return path
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    if args.seeds is None:
-        args.seeds = 1 if args.quick else 3
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    out = args.out or Path("runs") / f"lillicrap_mnist-{args.dataset}"
-    rules = [r.strip() for r in args.rules.split(",") if r.strip()]
+    args = _common.image_parser(
+        "lillicrap_mnist", __doc__, "bp,fa,dfa,sign-symmetry,shallow", 10
+    ).parse_args(argv)
+    out, rules = _common.image_setup(args, "lillicrap_mnist")
     task = replace(bp.tasks.get(args.dataset), epochs=args.epochs)
     t0 = time.perf_counter()
     ds = bp.compare(
@@ -101,12 +79,8 @@ def main(argv=None) -> int:
     )
     print(bp.compare_table(ds))
     plot_alignment(out, rules, args.seeds)
-    print(f"\n{'rule':<16}{'paper, MNIST (%)':>18}{f'ours, {args.dataset} (%)':>28}")
-    for rule in rules:
-        err = ds.test_error.sel(rule=rule).values * 100
-        ours = f"{np.nanmean(err):.2f} ± {np.nanstd(err):.2f}" if np.isfinite(err).any() else "—"
-        paper = PAPER_MNIST.get(rule)
-        print(f"{rule:<16}{(f'{paper:.1f}' if paper else '—'):>18}{ours:>28}")
+    print()
+    print(_common.paper_table(ds, rules, PAPER_MNIST, args.dataset))
     gap = (
         float(ds.test_error.sel(rule="fa").mean() - ds.test_error.sel(rule="bp").mean()) * 100
         if {"fa", "bp"} <= set(rules)
