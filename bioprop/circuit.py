@@ -74,11 +74,15 @@ class Circuit(nn.Module):
         init: _init.Init | str | None = None,
         bias: bool = True,
         seed: int = 0,
+        dynamics: str = "instant",
+        tau: float = 1.0,
     ) -> Circuit:
-        """A chain ``input -> hidden1 -> ... -> output`` of ``instant`` populations.
+        """A chain ``input -> hidden1 -> ... -> output`` of populations.
 
         With one hidden layer it is called ``hidden``.  ``output_activation``
         defaults to ``activation``.  ``init`` defaults to ``kaiming_uniform()``.
+        ``dynamics``/``tau`` apply to every population but the input, which is
+        always ``instant`` (clamped); subclasses get an instance of their own class.
         """
         sizes = list(sizes)
         if len(sizes) < 2:
@@ -90,12 +94,10 @@ class Circuit(nn.Module):
         c = cls(seed=seed)
         for i, (name, n) in enumerate(zip(names, sizes, strict=True)):
             if i == 0:
-                act = "linear"
-            elif i == len(sizes) - 1:
-                act = output_activation or activation
-            else:
-                act = activation
-            c.add_population(name, n, activation=act)
+                c.add_population(name, n, activation="linear")
+                continue
+            act = (output_activation or activation) if i == len(sizes) - 1 else activation
+            c.add_population(name, n, activation=act, dynamics=dynamics, tau=tau)
         for a, b in zip(names[:-1], names[1:], strict=True):
             c.connect(a, b, init=init, bias=bias)
         return c
@@ -312,7 +314,8 @@ class Circuit(nn.Module):
                             ready.append(p.target)
             if len(out) != len(self.populations):
                 raise ValueError("feedforward pathways form a cycle; this circuit cannot sweep")
-            unreached = [n for n in out if indeg_orig(ff, n) == 0 and n != self.input]
+            reached = {p.target for p in ff}
+            unreached = [n for n in out if n not in reached and n != self.input]
             if unreached:
                 raise ValueError(
                     f"populations {unreached} receive no feedforward input and are not the "
@@ -376,7 +379,3 @@ class Circuit(nn.Module):
                 + (f"  mirrors {p.mirrors}" if p.mirrors else "")
             )
         return "\n".join(lines)
-
-
-def indeg_orig(ff: list[Pathway], name: str) -> int:
-    return sum(1 for p in ff if p.target == name)

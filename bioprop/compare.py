@@ -77,7 +77,6 @@ def compare(
     overwrite: bool = False,
     quick: bool = False,
     progress: bool = True,
-    seed_offset: int = 0,
 ) -> xr.Dataset:
     """Train every rule × seed of ``task`` and summarise.
 
@@ -110,8 +109,8 @@ def compare(
     diverged = []
     curves: dict[str, list[Path]] = {r: [] for r in rules}
     for s in range(seeds):
-        data = t.load(s + seed_offset, quick)
-        base = t.circuit(s + seed_offset)
+        data = t.load(s, quick)
+        base = t.circuit(s)
         hidden = base.hidden()
         probe = hidden[-1] if hidden else None
         for i, r in enumerate(rules):

@@ -738,24 +738,17 @@ def layered_dynamical(
     Names follow :meth:`Circuit.layered` (``hidden`` for one hidden population).
     ``init`` defaults to Glorot's ``xavier_uniform()`` (Scellier & Bengio's), biases start at 0.
     """
-    sizes = list(sizes)
-    if len(sizes) < 2:
-        raise ValueError(f"layered circuit needs at least 2 sizes (input, output), got {sizes}")
-    n_hidden = len(sizes) - 2
-    names = ["input"]
-    names += ["hidden"] if n_hidden == 1 else [f"hidden{i + 1}" for i in range(n_hidden)]
-    names += ["output"]
-    c = DynamicalCircuit(seed=seed, settling=Settling(epsilon, steps, tol, bounded))
-    for i, (name, n) in enumerate(zip(names, sizes, strict=True)):
-        if i == 0:
-            c.add_population(name, n, activation="linear", dynamics="instant")
-        else:
-            act = (output_activation or activation) if i == len(sizes) - 1 else activation
-            c.add_population(name, n, activation=act, dynamics="leaky", tau=tau)
-    used = init if init is not None else _init.xavier_uniform()
-    for a_, b_ in zip(names[:-1], names[1:], strict=True):
-        c.connect(a_, b_, init=used, bias=bias)
-    c.input, c.output = names[0], names[-1]
+    c = DynamicalCircuit.layered(
+        sizes,
+        activation=activation,
+        output_activation=output_activation,
+        init=init if init is not None else _init.xavier_uniform(),
+        bias=bias,
+        seed=seed,
+        dynamics="leaky",
+        tau=tau,
+    )
+    c.settling = Settling(epsilon, steps, tol, bounded)
     return c
 
 

@@ -11,7 +11,7 @@ import argparse
 import math
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -39,9 +39,17 @@ __all__ = [
 
 
 def parse_args(
-    script: str, description: str, default_seeds: int, argv: Sequence[str] | None = None
+    script: str,
+    description: str,
+    default_seeds: int,
+    argv: Sequence[str] | None = None,
+    extra: Callable[[argparse.ArgumentParser], None] | None = None,
+    check: Callable[[argparse.Namespace], str | None] | None = None,
 ) -> argparse.Namespace:
-    """``--out DIR`` (default ``runs/<script>``), ``--quick``, ``--seeds N``; makes ``out``."""
+    """``--out DIR`` (default ``runs/<script>``), ``--quick``, ``--seeds N``; makes ``out``.
+
+    ``extra(parser)`` adds a script's own options; ``check(args)`` returns an error message
+    for bad values (reported like argparse's own errors) or None."""
     p = argparse.ArgumentParser(
         prog=f"{script}.py",
         description=description,
@@ -64,11 +72,15 @@ def parse_args(
         default=None,
         help=f"number of repetitions (seeds 0..N-1; default {default_seeds}, 1 with --quick)",
     )
+    if extra is not None:
+        extra(p)
     args = p.parse_args(argv)
     if args.seeds is None:
         args.seeds = 1 if args.quick else default_seeds
     if args.seeds < 1:
         p.error("--seeds must be at least 1")
+    if check is not None and (msg := check(args)):
+        p.error(msg)
     args.out.mkdir(parents=True, exist_ok=True)
     # These circuits are tiny: intra-op threads only add overhead, and on a busy machine
     # OpenMP threads spinning for a core make each step many times slower.

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import time
 from pathlib import Path
 
 import h5py
@@ -73,24 +72,7 @@ QUICK = {
 SAMPLES = 8  # samples per record for δ, ĝ and ∂ℓ/∂h
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="dni_mnist.py",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument(
-        "--out",
-        type=Path,
-        default=Path("runs") / "dni_mnist",
-        help="folder for the recordings (.h5), the figure (.png) (default: %(default)s)",
-    )
-    p.add_argument(
-        "--quick",
-        action="store_true",
-        help="a tiny budget that finishes in seconds (for tests; too short to test the claims)",
-    )
-    p.add_argument("--seeds", type=int, default=None, help="repetitions (seeds 0..N-1; default 1)")
+def _options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--epochs",
         type=int,
@@ -117,21 +99,20 @@ def parse_args(argv=None) -> argparse.Namespace:
         choices=["fashion-mnist", "mnist"],
         help="datasets (default: fashion-mnist, and mnist when its files are present)",
     )
-    args = p.parse_args(argv)
-    if args.seeds is None:
-        args.seeds = 1
-    if args.seeds < 1:
-        p.error("--seeds must be at least 1")
+
+
+def _check(args: argparse.Namespace) -> str | None:
     for opt in ("epochs", "p_epochs"):
         v = getattr(args, opt)
         if v is not None and v < 1:
-            p.error(f"--{opt.replace('_', '-')} must be at least 1")
+            return f"--{opt.replace('_', '-')} must be at least 1"
     if args.depths is not None and any(d < 2 for d in args.depths):
-        p.error("--depths: a circuit needs at least 2 layers (one hidden population)")
-    args.out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(1)
-    args.t0 = time.perf_counter()
-    return args
+        return "--depths: a circuit needs at least 2 layers (one hidden population)"
+    return None
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return C.parse_args("dni_mnist", __doc__, 1, argv, extra=_options, check=_check)
 
 
 def datasets(args) -> dict[str, bp.data.Dataset]:

@@ -31,12 +31,10 @@ from __future__ import annotations
 
 import argparse
 import math
-import time
 from pathlib import Path
 
 import h5py
 import numpy as np
-import torch
 import xarray as xr
 
 import bioprop as bp
@@ -77,41 +75,18 @@ FULL = {"epochs": 3, "record_every": 50, "max_steps": None}
 QUICK = {"epochs": 1, "record_every": 4, "max_steps": 10, "n_train": 3000, "n_test": 500}
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="vfbn.py",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument(
-        "--out",
-        type=Path,
-        default=Path("runs") / "vfbn",
-        help="folder for the recordings (.h5), the figure (.png) (default: %(default)s)",
-    )
-    p.add_argument(
-        "--quick",
-        action="store_true",
-        help="a tiny budget that finishes in seconds (for tests; too short to test the claims)",
-    )
-    p.add_argument(
-        "--seeds",
-        type=int,
-        default=None,
-        help="repetitions (seeds 0..N-1; default 3, 1 with --quick)",
-    )
+def _options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=None, help=f"epochs (default {FULL['epochs']})")
-    args = p.parse_args(argv)
-    if args.seeds is None:
-        args.seeds = 1 if args.quick else 3
-    if args.seeds < 1:
-        p.error("--seeds must be at least 1")
+
+
+def _check(args: argparse.Namespace) -> str | None:
     if args.epochs is not None and args.epochs < 1:
-        p.error("--epochs must be at least 1")
-    args.out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(1)
-    args.t0 = time.perf_counter()
-    return args
+        return "--epochs must be at least 1"
+    return None
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return C.parse_args("vfbn", __doc__, 3, argv, extra=_options, check=_check)
 
 
 def read(path: Path) -> xr.DataTree:
