@@ -19,7 +19,6 @@ import numpy as np
 import xarray as xr
 
 from bioprop import analysis
-from bioprop import rules as _rules
 from bioprop import tasks as _tasks
 from bioprop.io import load
 from bioprop.recorder import Record
@@ -90,7 +89,7 @@ def compare(
     task = t.name
     rules = list(rules) if rules is not None else list(DEFAULT_RULES)
     for r in rules:
-        _rules.get(r)  # raises with the list of valid names
+        t.rule(r)  # raises with the list of valid names (or a bad option)
     if len(set(rules)) != len(rules):
         raise ValueError(f"rules listed twice: {rules}")
     if not isinstance(seeds, int) or seeds < 1:
@@ -123,7 +122,7 @@ def compare(
             try:
                 run = train(
                     circuit,
-                    _rules.get(r),
+                    t.rule(r),
                     data,
                     loss=t.loss,
                     optimizer=t.optimizer_for(r),

@@ -116,3 +116,21 @@ def test_the_bioprop_command_is_installed():
         [sys.executable, "-m", "bioprop.cli", "--help"], capture_output=True, text=True
     )
     assert r.returncode == 0 and "compare" in r.stdout and "bench" in r.stdout
+
+
+def test_a_tasks_rule_options_reach_the_rules_compare_trains(tmp_path):
+    from dataclasses import replace
+
+    task = replace(
+        bp.tasks.get("linear"),
+        rule_options={"fa": {"feedback_init": bp.init.uniform(0.3)}},
+    )
+    bp.compare(task, rules=["bp", "fa"], seeds=1, out=tmp_path, quick=True, progress=False)
+    rec = bp.load(tmp_path / "fa-seed0.h5")
+    assert "uniform(0.3)" in rec.attrs["rule_hyperparameters"]
+    b = rec["pathways/output->hidden"].ds.weight[0].values
+    assert np.abs(b).max() <= 0.3 and np.abs(b).max() > 0.2  # drawn from U[±0.3]
+    bad = replace(task, rule_options={"bp": {"feedback_init": bp.init.uniform(0.3)}})
+    with pytest.raises(TypeError, match="rule 'bp'"):
+        bp.compare(bad, rules=["bp"], seeds=1, out=tmp_path / "bad", quick=True, progress=False)
+    assert not (tmp_path / "bad").exists()
