@@ -45,3 +45,7 @@ from bioprop.compare import compare  # noqa: E402
 from bioprop.compare import format_table as compare_table  # noqa: E402
 
 __all__ += ["tasks", "compare", "compare_table"]
+
+from bioprop import recurrent  # noqa: E402
+
+__all__ += ["recurrent"]

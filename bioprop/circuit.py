@@ -109,11 +109,23 @@ class Circuit(nn.Module):
         activation: str = "linear",
         dynamics: str = "instant",
         tau: float = 1.0,
+        model: object | None = None,
     ) -> Population:
-        """Add a rate population; returns it."""
+        """Add a population; returns it.
+
+        Without ``model`` it is a rate population.  With a spiking neuron model or encoder
+        from :mod:`bioprop.spiking` (``model=bioprop.spiking.LIF()``,
+        ``PoissonEncoder(...)``) it is a :class:`bioprop.spiking.SpikingPopulation`,
+        simulated by brian2 (:func:`bioprop.spiking.run`), not by :meth:`sweep`.
+        """
         if name in self.populations:
             raise ValueError(f"population {name!r} already exists in this circuit")
-        pop = Population(name, size, activation=activation, dynamics=dynamics, tau=tau)
+        if model is not None:
+            from bioprop.spiking.neurons import SpikingPopulation  # brian2: import on demand
+
+            pop = SpikingPopulation(name, size, model)
+        else:
+            pop = Population(name, size, activation=activation, dynamics=dynamics, tau=tau)
         self.populations[name] = pop
         self._order = None
         return pop
@@ -323,6 +335,7 @@ class Circuit(nn.Module):
                 )
             self._order = out
             self._incoming = {n: self.incoming(n) for n in out}
+            self._spiking = [n for n in out if self.populations[n].kind == "spiking"]
         return self._order
 
     def hidden(self) -> list[str]:
@@ -342,6 +355,11 @@ class Circuit(nn.Module):
         """
         order = self.order()
         inp = self.input
+        if getattr(self, "_spiking", None):
+            raise ValueError(
+                f"populations {self._spiking} are spiking: simulate this circuit with "
+                "bioprop.spiking.run (brian2), not with sweep()"
+            )
         if x.dim() != 2 or x.shape[1] != self.populations[inp].size:
             raise ValueError(
                 f"input must have shape (batch, {self.populations[inp].size}) for population "

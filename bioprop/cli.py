@@ -86,7 +86,10 @@ def _cmd_inspect(args) -> int:
                 extra = f" [{n.attrs['role']}" + (
                     f", mirrors {n.attrs['mirrors']}]" if "mirrors" in n.attrs else "]"
                 )
-            print(f"  /{name}{extra}: {steps} records; {info}")
+            if "step" in ds.sizes:
+                print(f"  /{name}{extra}: {steps} records; {info}")
+            else:  # spiking recordings: (time, neuron) rates and states, ragged spikes
+                print(f"  /{name}{extra}: {info}")
     rec.close()
     return 0
 

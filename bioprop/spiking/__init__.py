@@ -1,0 +1,78 @@
+"""Spiking circuits simulated by brian2, trained with a local three-factor rule.
+
+A circuit holds spiking populations like rate ones (``Circuit.add_population(name, size,
+model=LIF())``); :func:`run` builds a brian2 ``Network`` from it (populations →
+``NeuronGroup``, pathways → ``Synapses``), presents a :class:`Schedule` of samples as
+Poisson rates in one ``run()``, learns with :class:`ThreeFactorFA` (brian2 equations:
+presynaptic trace × postsynaptic factor × a third factor carried by the feedback pathway
+B), and records spikes, rates, states and weights into bioprop's file format.  See
+``docs/spiking.md``.
+
+Modules: :mod:`~bioprop.spiking.units` (unit checks), :mod:`~bioprop.spiking.neurons`
+(LIF, AdaptiveLIF, SpikingPopulation), :mod:`~bioprop.spiking.encoding` (PoissonEncoder,
+Schedule), :mod:`~bioprop.spiking.rule` (ThreeFactorFA), :mod:`~bioprop.spiking.network`
+(the builder), :mod:`~bioprop.spiking.recording` (SpikeRecord, draining monitors),
+:mod:`~bioprop.spiking.runner` (run), :mod:`~bioprop.spiking.twin` (rate twins).
+"""
+
+from bioprop.spiking import twin
+from bioprop.spiking.encoding import PoissonEncoder, Schedule
+from bioprop.spiking.network import SpikingNetwork, build
+from bioprop.spiking.neurons import LIF, AdaptiveLIF, NeuronModel, SpikingPopulation, lif_rate
+from bioprop.spiking.recording import SpikeRecord
+from bioprop.spiking.rule import ThreeFactorFA
+from bioprop.spiking.runner import TARGETS, SpikingRun, run
+from bioprop.spiking.units import SpikingUnitError
+
+__all__ = [
+    "LIF",
+    "AdaptiveLIF",
+    "NeuronModel",
+    "SpikingPopulation",
+    "lif_rate",
+    "PoissonEncoder",
+    "Schedule",
+    "ThreeFactorFA",
+    "SpikingNetwork",
+    "build",
+    "SpikeRecord",
+    "run",
+    "SpikingRun",
+    "TARGETS",
+    "SpikingUnitError",
+    "layered",
+    "twin",
+]
+
+
+def layered(
+    sizes,
+    model=None,
+    encoder=None,
+    init=None,
+    seed: int = 0,
+):
+    """A chain ``input -> hidden(s) -> output`` of spiking populations, no biases.
+
+    ``model`` (default ``LIF()``) is used for every non-input population, ``encoder``
+    (default ``PoissonEncoder()``) for the input; ``init`` draws the weights (in units of
+    the model's ``w_unit``).
+    """
+    from bioprop.circuit import Circuit
+
+    sizes = list(sizes)
+    if len(sizes) < 2:
+        raise ValueError(f"layered circuit needs at least 2 sizes (input, output), got {sizes}")
+    n_hidden = len(sizes) - 2
+    names = ["input"]
+    names += ["hidden"] if n_hidden == 1 else [f"hidden{i + 1}" for i in range(n_hidden)]
+    names += ["output"]
+    c = Circuit(seed=seed)
+    for i, (name, n) in enumerate(zip(names, sizes, strict=True)):
+        c.add_population(
+            name, n, model=(encoder or PoissonEncoder()) if i == 0 else (model or LIF())
+        )
+    inits = init if isinstance(init, (list, tuple)) else [init] * (len(sizes) - 1)
+    for a, b, ini in zip(names[:-1], names[1:], inits, strict=True):
+        c.connect(a, b, init=ini, bias=False)
+    return c

@@ -1,0 +1,153 @@
+"""Recordings of recurrent training: boundary gradients, curriculum, full-BPTT shadow."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import bioprop as bp
+from bioprop import analysis_rnn, seeding
+from bioprop.recurrent import CopyTask, Curriculum, RecurrentCircuit, full_bptt, get
+from bioprop.recurrent.recording import boundary_angle, relative_error
+from bioprop.recurrent.train import train_curriculum
+
+
+def _train(path, rule="dni", T=2, steps=6, every=2, n_start=3, hidden=8, samples=3):
+    task = CopyTask()
+    c = RecurrentCircuit(task.n_in, hidden, task.n_out, cell="lstm", seed=0)
+    r = get(rule, T=T)
+    run = train_curriculum(
+        c,
+        r,
+        task,
+        Curriculum(n_start=n_start, window=2),
+        steps=steps,
+        batch_size=4,
+        lr=1e-3,
+        seed=0,
+        record=bp.Record(path, every=every, samples=samples),
+        max_boundaries=4,
+    )
+    return c, r, run
+
+
+def test_recording_holds_boundary_gradients_curriculum_and_the_full_bptt_shadow(tmp_path):
+    path = tmp_path / "dni.h5"
+    c, r, run = _train(path, steps=7, every=3)
+    tree = bp.load(path)
+    try:
+        assert {"metrics", "pathways", "populations", "interfaces", "curriculum"} <= set(
+            tree.children
+        )
+        assert tree.attrs["rule"] == "dni"
+        assert json.loads(tree.attrs["rule_hyperparameters"])["T"] == 2
+        ig = tree["interfaces/hidden"].to_dataset()
+        assert ig["step"].values.tolist() == [0, 3, 6]
+        assert ig["synthetic"].dims == ("step", "boundary", "sample", "unit")
+        assert ig.sizes["unit"] == c.state_size and ig.sizes["boundary"] == 4
+        # copy with N = 3 has length 7: windows of 2 give 3 inner boundaries, the 4th is NaN
+        ang = ig["angle"].values
+        assert np.isnan(ang[:, 3]).all()
+        assert np.isnan(ang[0, :3]).all()  # δ̂ = 0 at step 0: the angle is undefined
+        assert np.isfinite(ang[1:, :3]).all() and (ang[1:, :3] <= 180).all()
+        rel = ig["relative_error"].values
+        assert np.allclose(rel[0, :3], 1.0)  # δ̂ = 0: relative error exactly 1
+        assert np.isfinite(ig["true"].values[:, :3]).all()
+        cur = tree["curriculum"].to_dataset()
+        assert cur["n"].values[0] == 3 and (np.diff(cur["n"].values) >= 0).all()
+        assert (cur["max_solved"].values <= cur["n"].values).all()
+        assert cur["error_bits"].values[0] == pytest.approx(8.0, abs=0.5)  # chance at start
+        pw = tree["pathways/hidden->output"].to_dataset()
+        assert {"weight", "weight_update", "weight_update_bp"} <= set(pw.data_vars)
+        assert "weight" in tree["pathways/sg:hidden"].to_dataset()
+    finally:
+        tree.close()
+
+
+def test_bptt_over_the_whole_sequence_records_an_update_equal_to_the_shadow(tmp_path):
+    path = tmp_path / "bptt.h5"
+    _train(path, rule="bptt", T=50, steps=3, every=1)
+    tree = bp.load(path)
+    try:
+        for name in ("hidden->hidden:f", "input->hidden:g", "hidden->output"):
+            ds = tree[f"pathways/{name}"].to_dataset()
+            if "weight_update_bp" in ds:
+                np.testing.assert_allclose(
+                    ds["weight_update"].values, ds["weight_update_bp"].values, atol=1e-6
+                )
+        assert np.isnan(tree["interfaces/hidden"].to_dataset()["angle"].values).all()
+    finally:
+        tree.close()
+
+
+def test_the_recorded_true_gradient_is_the_full_bptt_boundary_gradient(tmp_path):
+    """The file's ``true`` at step 0 equals full_bptt's for the first batch (same seed)."""
+    path = tmp_path / "dni.h5"
+    _train(path, steps=1, every=1)
+    task = CopyTask()
+    c = RecurrentCircuit(task.n_in, 8, task.n_out, cell="lstm", seed=0)
+    batch = task.sample(3, 4, seeding.generator(0, "data"))
+    _, _, true = full_bptt(c, batch, 2)
+    tree = bp.load(path)
+    try:
+        rec = tree["interfaces/hidden"].to_dataset()["true"].values[0]
+        for b, t in enumerate(true):
+            np.testing.assert_allclose(rec[b], t[:3].numpy(), rtol=1e-5, atol=1e-6)
+    finally:
+        tree.close()
+
+
+def test_angle_and_relative_error_helpers():
+    a = torch.tensor([[1.0, 0.0]])
+    assert boundary_angle(a, torch.tensor([[0.0, 2.0]])) == pytest.approx(90.0)
+    assert boundary_angle(a, -a) == pytest.approx(180.0)
+    assert math.isnan(boundary_angle(torch.zeros(1, 2), a))
+    assert relative_error(2 * a, a) == pytest.approx(1.0)
+    assert math.isnan(relative_error(a, torch.zeros(1, 2)))
+
+
+def test_analyses_summarise_boundaries_and_recompute_the_angle_from_the_vectors(tmp_path):
+    """With every sample of the batch recorded, the angle recomputed from the stored vectors
+    equals the recorded one; the summary averages the sequence's boundaries."""
+    path = tmp_path / "dni.h5"
+    _train(path, steps=5, every=2, samples=4)
+    tree = bp.load(path)
+    try:
+        g = analysis_rnn.boundary_gradients(tree)
+        again = analysis_rnn.boundary_angle_from_vectors(tree)
+        np.testing.assert_allclose(again.values, g["angle"].values, atol=1e-2, equal_nan=True)
+        summary = analysis_rnn.boundary_summary(tree)
+        assert summary["boundaries"].values.tolist() == [3, 3, 3]
+        np.testing.assert_allclose(
+            summary["relative_error"].values, np.nanmean(g["relative_error"].values, axis=1)
+        )
+        assert analysis_rnn.curriculum(tree)["n"].dims == ("step",)
+    finally:
+        tree.close()
+
+
+def test_analyses_refuse_a_recording_without_boundary_groups(tmp_path):
+    data = bp.data.load("linear-teacher")
+    path = tmp_path / "ff.h5"
+    c = bp.Circuit.layered([data.x_train.shape[1], 4, data.y_train.shape[1]], seed=0)
+    bp.train(
+        c,
+        bp.rules.get("bp"),
+        data,
+        loss="mse",
+        optimizer=("sgd", {"lr": 0.01}),
+        epochs=1,
+        batch_size=500,
+        seed=0,
+        record=bp.Record(path, every=1000),
+    )
+    tree = bp.load(path)
+    try:
+        with pytest.raises(KeyError, match="no 'interfaces/hidden' group"):
+            analysis_rnn.boundary_summary(tree)
+    finally:
+        tree.close()
