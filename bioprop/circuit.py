@@ -23,7 +23,7 @@ from bioprop import init as _init
 from bioprop.pathway import Pathway
 from bioprop.population import Population
 
-__all__ = ["Circuit", "SweepState"]
+__all__ = ["Circuit", "SweepState", "layer_names"]
 
 
 @dataclass
@@ -33,6 +33,16 @@ class SweepState:
 
     u: dict[str, torch.Tensor]
     r: dict[str, torch.Tensor]
+
+
+def layer_names(sizes: Sequence[int]) -> list[str]:
+    """Population names of a layered chain: ``input``, ``hidden`` (one hidden layer) or
+    ``hidden1 … hiddenK``, ``output``; refuses fewer than two sizes."""
+    if len(sizes) < 2:
+        raise ValueError(f"layered circuit needs at least 2 sizes (input, output), got {sizes}")
+    n_hidden = len(sizes) - 2
+    hidden = ["hidden"] if n_hidden == 1 else [f"hidden{i + 1}" for i in range(n_hidden)]
+    return ["input", *hidden, "output"]
 
 
 class Circuit(nn.Module):
@@ -85,12 +95,7 @@ class Circuit(nn.Module):
         always ``instant`` (clamped); subclasses get an instance of their own class.
         """
         sizes = list(sizes)
-        if len(sizes) < 2:
-            raise ValueError(f"layered circuit needs at least 2 sizes (input, output), got {sizes}")
-        n_hidden = len(sizes) - 2
-        names = ["input"]
-        names += ["hidden"] if n_hidden == 1 else [f"hidden{i + 1}" for i in range(n_hidden)]
-        names += ["output"]
+        names = layer_names(sizes)
         c = cls(seed=seed)
         for i, (name, n) in enumerate(zip(names, sizes, strict=True)):
             if i == 0:

@@ -58,15 +58,10 @@ def layered(
     (default ``PoissonEncoder()``) for the input; ``init`` draws the weights (in units of
     the model's ``w_unit``).
     """
-    from bioprop.circuit import Circuit
+    from bioprop.circuit import Circuit, layer_names
 
     sizes = list(sizes)
-    if len(sizes) < 2:
-        raise ValueError(f"layered circuit needs at least 2 sizes (input, output), got {sizes}")
-    n_hidden = len(sizes) - 2
-    names = ["input"]
-    names += ["hidden"] if n_hidden == 1 else [f"hidden{i + 1}" for i in range(n_hidden)]
-    names += ["output"]
+    names = layer_names(sizes)
     c = Circuit(seed=seed)
     for i, (name, n) in enumerate(zip(names, sizes, strict=True)):
         c.add_population(
