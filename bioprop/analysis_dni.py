@@ -93,17 +93,23 @@ def _norm(a: xr.DataArray, dims: list[str]) -> xr.DataArray:
     return np.sqrt((a.astype("float64") ** 2).sum(dims))
 
 
-def synthetic_relative_error(
-    rec: Rec, population: str, per_sample: bool = False, which: str = "synthetic"
-) -> xr.DataArray:
-    """‖ĝ_l − g_l‖ / ‖g_l‖ over ``(sample, neuron)`` (or per sample); g = backprop's ∂ℓ/∂h_l."""
-    a, b = _pair(rec, population, which)
-    a, b = xr.align(a, b, join="inner")
+def _masked_pair(rec: Rec, population: str, which: str, per_sample: bool):
+    """The synthetic and true gradients aligned, zeroed where either is missing; the reduced
+    dims; and ‖g‖ over them, NaN where it is 0 or nothing was recorded."""
+    a, b = xr.align(*_pair(rec, population, which), join="inner")
     mask = a.notnull() & b.notnull()
     a0, b0 = a.where(mask, 0.0), b.where(mask, 0.0)
     dims = _dims(per_sample)
     nb = _norm(b0, dims)
-    out = _norm(a0 - b0, dims) / nb.where((nb > 0) & mask.any(dims))
+    return a0, b0, dims, nb.where((nb > 0) & mask.any(dims))
+
+
+def synthetic_relative_error(
+    rec: Rec, population: str, per_sample: bool = False, which: str = "synthetic"
+) -> xr.DataArray:
+    """‖ĝ_l − g_l‖ / ‖g_l‖ over ``(sample, neuron)`` (or per sample); g = backprop's ∂ℓ/∂h_l."""
+    a0, b0, dims, nb = _masked_pair(rec, population, which, per_sample)
+    out = _norm(a0 - b0, dims) / nb
     out.name = f"relative error({population}: {which} vs true)"
     return out
 
@@ -112,13 +118,8 @@ def synthetic_norm_ratio(
     rec: Rec, population: str, per_sample: bool = False, which: str = "synthetic"
 ) -> xr.DataArray:
     """‖ĝ_l‖ / ‖g_l‖ over ``(sample, neuron)`` (or per sample)."""
-    a, b = _pair(rec, population, which)
-    a, b = xr.align(a, b, join="inner")
-    mask = a.notnull() & b.notnull()
-    a0, b0 = a.where(mask, 0.0), b.where(mask, 0.0)
-    dims = _dims(per_sample)
-    nb = _norm(b0, dims)
-    out = _norm(a0, dims) / nb.where((nb > 0) & mask.any(dims))
+    a0, b0, dims, nb = _masked_pair(rec, population, which, per_sample)
+    out = _norm(a0, dims) / nb
     out.name = f"norm ratio({population}: {which}/true)"
     return out
 

@@ -17,9 +17,20 @@ from dataclasses import dataclass, field
 
 from bioprop import activations
 
-__all__ = ["Population", "DYNAMICS"]
+__all__ = ["Population", "DYNAMICS", "check_name_and_size"]
 
 DYNAMICS = ("instant", "leaky")
+
+
+def check_name_and_size(name, size) -> None:
+    """Refuse a population name that is empty or holds '/' or '.' (they separate groups and
+    pathway names) and a size that is not a positive integer."""
+    if not isinstance(name, str) or not name or "/" in name or "." in name:
+        raise ValueError(
+            f"population name must be a non-empty string without '/' or '.', got {name!r}"
+        )
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise ValueError(f"population {name!r}: size must be a positive integer, got {size!r}")
 
 
 @dataclass
@@ -48,14 +59,7 @@ class Population:
     kind: str = field(default="rate", init=False)
 
     def __post_init__(self):
-        if not isinstance(self.name, str) or not self.name or "/" in self.name or "." in self.name:
-            raise ValueError(
-                f"population name must be a non-empty string without '/' or '.', got {self.name!r}"
-            )
-        if not isinstance(self.size, int) or isinstance(self.size, bool) or self.size < 1:
-            raise ValueError(
-                f"population {self.name!r}: size must be a positive integer, got {self.size!r}"
-            )
+        check_name_and_size(self.name, self.size)
         self.act = activations.get(self.activation)
         if self.dynamics not in DYNAMICS:
             raise ValueError(

@@ -123,6 +123,32 @@ def _to_attr(v: Any):
     return json.dumps(v, default=repr)
 
 
+def pathway_group(parent, name: str, pw) -> Any:
+    """Create ``parent/name`` for pathway ``pw``: its description as attributes, an
+    unlimited ``step`` dimension with a ``step`` variable, and ``post``/``pre``
+    dimensions of the weight's shape.  Shared by every recorder."""
+    n_post, n_pre = pw.shape
+    g = parent.create_group(name)
+    for k, v in pw.describe().items():
+        g.attrs[k] = _to_attr(v)
+    g.dimensions["step"] = None
+    g.dimensions["post"] = n_post
+    g.dimensions["pre"] = n_pre
+    g.create_variable("step", ("step",), "i8", chunks=(1024,))
+    return g
+
+
+def population_group(parent, name: str, circuit) -> Any:
+    """Create ``parent/name`` for a population of ``circuit``: its description and
+    whether it is the circuit's input or output, as attributes."""
+    g = parent.create_group(name)
+    for k, v in circuit.populations[name].describe().items():
+        g.attrs[k] = _to_attr(v)
+    g.attrs["is_input"] = int(name == circuit.input)
+    g.attrs["is_output"] = int(name == circuit.output)
+    return g
+
+
 def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().to("cpu", torch.float32).numpy()
 
@@ -200,13 +226,7 @@ class Recorder:
         for name in self._pathways:
             pw = self.circuit.pathways[name]
             n_post, n_pre = pw.shape
-            g = pws.create_group(name)
-            for k, v in pw.describe().items():
-                g.attrs[k] = _to_attr(v)
-            g.dimensions["step"] = None
-            g.dimensions["post"] = n_post
-            g.dimensions["pre"] = n_pre
-            g.create_variable("step", ("step",), "i8", chunks=(1024,))
+            g = pathway_group(pws, name, pw)
             mat = [v for v in ("weight", "weight_update", "weight_update_bp") if v in self._vars]
             if pw.role != "feedforward" or not pw.plastic:
                 mat = [v for v in mat if v == "weight" or pw.plastic]
@@ -234,11 +254,7 @@ class Recorder:
         k = self.spec.samples
         for name in self._populations:
             pop = self.circuit.populations[name]
-            g = pops.create_group(name)
-            for kk, v in pop.describe().items():
-                g.attrs[kk] = _to_attr(v)
-            g.attrs["is_input"] = int(name == self.circuit.input)
-            g.attrs["is_output"] = int(name == self.circuit.output)
+            g = population_group(pops, name, self.circuit)
             g.dimensions["step"] = None
             g.dimensions["sample"] = k
             g.dimensions["neuron"] = pop.size

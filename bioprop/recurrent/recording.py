@@ -23,22 +23,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from bioprop.recorder import ExtraVariable, Record, Recorder
+from bioprop.recorder import PATHWAY_VARIABLES, ExtraVariable, Record, Recorder
 from bioprop.recurrent.circuit import RecurrentCircuit
 from bioprop.recurrent.rules import SequenceSignals
 from bioprop.rules.base import Signals
 
 __all__ = ["SequenceRecorder", "boundary_angle", "relative_error", "RECURRENT_VARIABLES"]
 
-RECURRENT_VARIABLES = (
-    "weight",
-    "bias",
-    "weight_update",
-    "weight_update_bp",
-    "bias_update",
-    "bias_update_bp",
-    "rate",
-)
+RECURRENT_VARIABLES = (*PATHWAY_VARIABLES, "rate")
 
 
 def boundary_angle(a: torch.Tensor, b: torch.Tensor) -> float:

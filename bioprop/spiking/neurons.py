@@ -33,6 +33,7 @@ from typing import Any
 
 from brian2 import Hz, Mohm, NeuronGroup, Quantity, ms, mV, nA
 
+from bioprop.population import check_name_and_size
 from bioprop.spiking.units import check_quantity, to_str
 
 __all__ = ["NeuronModel", "LIF", "AdaptiveLIF", "SpikingPopulation", "lif_rate"]
@@ -246,14 +247,7 @@ class SpikingPopulation:
     activation: str = field(default="spikes", init=False)
 
     def __post_init__(self):
-        if not isinstance(self.name, str) or not self.name or "/" in self.name or "." in self.name:
-            raise ValueError(
-                f"population name must be a non-empty string without '/' or '.', got {self.name!r}"
-            )
-        if not isinstance(self.size, int) or isinstance(self.size, bool) or self.size < 1:
-            raise ValueError(
-                f"population {self.name!r}: size must be a positive integer, got {self.size!r}"
-            )
+        check_name_and_size(self.name, self.size)
         if not hasattr(self.model, "describe"):
             raise TypeError(
                 f"population {self.name!r}: model must be a neuron model (bioprop.spiking.LIF, "

@@ -34,7 +34,7 @@ import numpy as np
 from brian2 import Quantity, SpikeMonitor, StateMonitor, get_unit, ms, second
 from brian2.units.fundamentalunits import DIMENSIONLESS
 
-from bioprop.recorder import _to_attr
+from bioprop.recorder import _to_attr, pathway_group, population_group
 from bioprop.spiking.encoding import Schedule
 from bioprop.spiking.network import SpikingNetwork
 from bioprop.spiking.units import check_quantity
@@ -212,13 +212,7 @@ class Drain:
             pws = f.create_group("pathways")
             for pname, pw in circuit.pathways.items():
                 n_post, n_pre = pw.shape
-                g = pws.create_group(pname)
-                for k, v in pw.describe().items():
-                    g.attrs[k] = _to_attr(v)
-                g.dimensions["step"] = None
-                g.dimensions["post"] = n_post
-                g.dimensions["pre"] = n_pre
-                g.create_variable("step", ("step",), "i8", chunks=(1024,))
+                g = pathway_group(pws, pname, pw)
                 g.create_variable("time", ("step",), "f8", chunks=(1024,))
                 g.variables["time"].attrs["units"] = "second"
                 v = g.create_variable(
@@ -238,11 +232,7 @@ class Drain:
             pops = f.create_group("populations")
             for n in circuit.order():
                 pop = circuit.populations[n]
-                g = pops.create_group(n)
-                for k, v in pop.describe().items():
-                    g.attrs[k] = _to_attr(v)
-                g.attrs["is_input"] = int(n == circuit.input)
-                g.attrs["is_output"] = int(n == circuit.output)
+                g = population_group(pops, n, circuit)
                 g.dimensions["time"] = None
                 g.dimensions["neuron"] = pop.size
                 g.create_variable("time", ("time",), "f8", chunks=(4096,))
