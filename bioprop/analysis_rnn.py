@@ -10,7 +10,14 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-__all__ = ["boundary_gradients", "boundary_summary", "curriculum", "boundary_angle_from_vectors"]
+__all__ = [
+    "boundary_gradients",
+    "boundary_summary",
+    "curriculum",
+    "boundary_angle_from_vectors",
+    "core_update_angle",
+    "core_update_angle_by_n",
+]
 
 
 def _group(rec: xr.DataTree, path: str) -> xr.Dataset:
@@ -62,3 +69,73 @@ def boundary_angle_from_vectors(rec: xr.DataTree, which: str = "synthetic") -> x
 def curriculum(rec: xr.DataTree) -> xr.Dataset:
     """The ``curriculum`` group: ``n``, ``error_bits`` and ``max_solved`` over ``step``."""
     return _group(rec, "curriculum")
+
+
+def _reference_pathways(rec: xr.DataTree, pathways: list[str] | None) -> list[str]:
+    try:
+        node = rec["pathways"]
+    except KeyError:
+        raise KeyError("the recording has no 'pathways' group") from None
+    have = [
+        n
+        for n, child in node.children.items()
+        if {"weight_update", "weight_update_bp"} <= set(child.to_dataset().data_vars)
+    ]
+    if pathways is None:
+        # the read-out's gradient is exact under every truncation: compare the core only
+        have = [n for n in have if node[n].attrs.get("target") != "output"]
+        if not have:
+            raise ValueError(
+                "no pathway of this recording has both weight_update and weight_update_bp; "
+                "record with the full-BPTT reference (train_curriculum(..., record=Record(...)))"
+            )
+        return have
+    missing = [n for n in pathways if n not in have]
+    if missing:
+        raise ValueError(
+            f"pathways {missing} have no weight_update and weight_update_bp in this recording; "
+            f"these do: {have}"
+        )
+    return list(pathways)
+
+
+def core_update_angle(rec: xr.DataTree, pathways: list[str] | None = None) -> xr.DataArray:
+    """∠(Δθ_rule, Δθ_BPTT) per record, in degrees: the rule's summed window update of the
+    core against full (untruncated) BPTT's for the same batch and weights,
+
+        cos = ⟨−ĝ, −∂L/∂θ⟩ / (‖ĝ‖ ‖∂L/∂θ‖),   θ = weights and biases of ``pathways``
+
+    (default: every pathway into the recurrent population with both ``weight_update`` and
+    ``weight_update_bp`` — the read-out's gradient is exact under any truncation; recordings
+    made before the recurrent pathways carried the reference have the input pathways only).
+    0° means the truncated rule moved the weights as full BPTT would; bptt's own angle
+    shows how much of the gradient the truncation loses.  NaN where either update is zero.
+    """
+    names = _reference_pathways(rec, pathways)
+    dot = na = nb = 0.0
+    for n in names:
+        ds = rec["pathways"][n].to_dataset()
+        pairs = [("weight_update", "weight_update_bp", ("post", "pre"))]
+        if {"bias_update", "bias_update_bp"} <= set(ds.data_vars):
+            pairs.append(("bias_update", "bias_update_bp", ("post",)))
+        for rule_var, bp_var, dims in pairs:
+            a = ds[rule_var].astype("float64").fillna(0.0)
+            b = ds[bp_var].astype("float64").fillna(0.0)
+            dot = dot + (a * b).sum(dims)
+            na = na + (a * a).sum(dims)
+            nb = nb + (b * b).sum(dims)
+    denom = np.sqrt(na * nb)
+    with np.errstate(all="ignore"):
+        cos = (dot / denom.where(denom > 0)).clip(-1.0, 1.0)
+    out = np.degrees(np.arccos(cos))
+    out.attrs.update(units="degree", pathways=", ".join(names))
+    return out.rename("core_update_angle")
+
+
+def core_update_angle_by_n(rec: xr.DataTree, pathways: list[str] | None = None) -> xr.DataArray:
+    """Median of :func:`core_update_angle` over the records taken at each curriculum N
+    (dim ``n``), so that rules compare on equally long sequences."""
+    ang = core_update_angle(rec, pathways)
+    n = curriculum(rec)["n"]
+    ang = ang.assign_coords(n=("step", n.values.astype(int)))
+    return ang.groupby("n").median(skipna=True).rename("core_update_angle")

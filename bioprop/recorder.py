@@ -158,7 +158,9 @@ class Recorder:
 
     Use as a context manager; :meth:`close` is idempotent.  ``mode="a"``
     reopens an existing recording to continue it (after a resume), dropping
-    records later than ``truncate_after``.
+    records later than ``truncate_after``.  ``reference_roles``: the pathway roles that
+    get the shadow backprop reference ``weight_update_bp`` (feedforward only by default;
+    recurrent circuits add ``"lateral"``, whose full-BPTT gradient exists).
     """
 
     def __init__(
@@ -169,8 +171,10 @@ class Recorder:
         mode: str = "w",
         truncate_after: int | None = None,
         extra: dict[str, dict[str, ExtraVariable]] | None = None,
+        reference_roles: tuple[str, ...] = ("feedforward",),
     ):
         self.spec = spec
+        self.reference_roles = tuple(reference_roles)
         self.circuit = circuit
         self.extra = extra or {}
         wanted_vars = set(spec.variables) if spec.variables is not None else set(VARIABLES)
@@ -228,9 +232,9 @@ class Recorder:
             n_post, n_pre = pw.shape
             g = pathway_group(pws, name, pw)
             mat = [v for v in ("weight", "weight_update", "weight_update_bp") if v in self._vars]
-            if pw.role != "feedforward" or not pw.plastic:
+            if pw.role not in self.reference_roles or not pw.plastic:
                 mat = [v for v in mat if v == "weight" or pw.plastic]
-                if pw.role != "feedforward":
+                if pw.role not in self.reference_roles:
                     mat = [v for v in mat if v != "weight_update_bp"]
             for v in mat:
                 g.create_variable(

@@ -37,6 +37,7 @@ import torch
 import xarray as xr
 
 import bioprop as bp
+from bioprop import analysis_rnn
 from bioprop.recurrent import Curriculum, RecurrentCircuit, get, get_task
 from bioprop.recurrent.train import train_curriculum
 
@@ -186,6 +187,51 @@ def tables(ds: xr.Dataset, quick: bool) -> str:
     return "\n".join(out + verdicts)
 
 
+def update_angle_table(ds: xr.Dataset, dirs: list[Path]) -> str:
+    """How far each rule's core update is from full BPTT's where bptt stalls.
+
+    For every (task, T, seed) the *frontier* is N_f = bptt's max N + 1, the length bptt kept
+    training on and never solved.  Entry: the median over a cell's records at N = N_f of
+    ∠(Δθ_rule, Δθ_full-BPTT) (``analysis_rnn.core_update_angle``: the weights and biases
+    into the LSTM, summed window updates vs the untruncated gradient of the same batch),
+    then the mean over seeds.  "—" where a rule never trained at N_f.
+    """
+    if "bptt" not in list(ds.rule.values):
+        return ""
+    out = []
+    Ts = [int(t) for t in ds["T"].values]
+    for task in ds.task.values:
+        rows = []
+        for rule in ds.rule.values:
+            row = [rule]
+            for T in Ts:
+                vals = []
+                for seed in ds.seed.values:
+                    nb = ds.max_solved.sel(task=task, rule="bptt", T=T, seed=seed).item()
+                    if not np.isfinite(nb):
+                        continue
+                    name = f"{task}_{rule}_T{T}_seed{int(seed)}.h5"
+                    paths = [Path(d) / name for d in dirs if (Path(d) / name).exists()]
+                    if not paths:
+                        continue
+                    tree = bp.load(paths[0])
+                    try:
+                        by_n = analysis_rnn.core_update_angle_by_n(tree)
+                        if int(nb) + 1 in by_n.n.values:
+                            vals.append(float(by_n.sel(n=int(nb) + 1)))
+                    finally:
+                        tree.close()
+                vals = [v for v in vals if np.isfinite(v)]
+                row.append(f"{np.mean(vals):.0f}°" if vals else "—")
+            rows.append(row)
+        out += [
+            f"{task}: median ∠(Δθ_rule, Δθ_full BPTT) at N = bptt's max N + 1 (mean over seeds)",
+            C.table(["rule"] + [f"T={T}" for T in Ts], rows),
+            "",
+        ]
+    return "\n".join(out)
+
+
 def combine(dirs: list[Path]) -> xr.Dataset:
     """The ``summary.nc`` of several runs (e.g. other seeds) as one Dataset over ``seed``."""
     parts = [xr.load_dataset(Path(d) / "summary.nc", engine="h5netcdf") for d in dirs]
@@ -215,6 +261,7 @@ def main(argv=None) -> None:
             f"seeds {[int(s) for s in ds.seed.values]}; entries: mean (per seed) [paper]\n"
         )
         print(tables(ds, args.quick))
+        print("\n" + update_angle_table(ds, dirs))
         return
     budget = QUICK if args.quick else FULL
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
@@ -290,6 +337,7 @@ def main(argv=None) -> None:
         f"Entries: ours (mean over seeds) [paper]; the paper has no T = 8 column.\n"
     )
     print(tables(ds, args.quick))
+    print("\n" + update_angle_table(ds, [args.out]))
 
     # -- figures -----------------------------------------------------------------------------
     fig, axes = C.new_figure(len(args.T), len(args.tasks), width=3.4, height=2.8)

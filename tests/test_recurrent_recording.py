@@ -75,11 +75,46 @@ def test_bptt_over_the_whole_sequence_records_an_update_equal_to_the_shadow(tmp_
     try:
         for name in ("hidden->hidden:f", "input->hidden:g", "hidden->output"):
             ds = tree[f"pathways/{name}"].to_dataset()
-            if "weight_update_bp" in ds:
-                np.testing.assert_allclose(
-                    ds["weight_update"].values, ds["weight_update_bp"].values, atol=1e-6
-                )
+            # the recurrent (lateral) weights carry the full-BPTT reference too
+            np.testing.assert_allclose(
+                ds["weight_update"].values, ds["weight_update_bp"].values, atol=1e-6
+            )
         assert np.isnan(tree["interfaces/hidden"].to_dataset()["angle"].values).all()
+    finally:
+        tree.close()
+
+
+def test_core_update_angle_is_zero_untruncated_and_opens_under_truncation(tmp_path):
+    """∠(Δθ_rule, Δθ_full BPTT) over the weights into the LSTM: 0° for bptt over the whole
+    sequence, clearly positive for bptt cut every step; grouped by curriculum N."""
+    whole, cut = tmp_path / "whole.h5", tmp_path / "cut.h5"
+    _train(whole, rule="bptt", T=50, steps=3, every=1)
+    _train(cut, rule="bptt", T=1, steps=3, every=1)
+    for path, check in ((whole, lambda a: np.allclose(a, 0.0, atol=0.5)), (cut, None)):
+        tree = bp.load(path)
+        try:
+            ang = analysis_rnn.core_update_angle(tree)
+            names = ang.attrs["pathways"].split(", ")
+            assert "hidden->hidden:f" in names and "hidden->output" not in names
+            assert ang.dims == ("step",) and np.isfinite(ang.values).all()
+            if check is not None:
+                assert check(ang.values), ang.values
+            else:
+                assert (ang.values > 5.0).all(), ang.values
+            by_n = analysis_rnn.core_update_angle_by_n(tree)
+            assert by_n.n.values.tolist() == [3]
+            assert float(by_n.sel(n=3)) == pytest.approx(float(np.median(ang.values)))
+        finally:
+            tree.close()
+
+
+def test_core_update_angle_names_the_pathways_it_can_compare(tmp_path):
+    path = tmp_path / "bptt.h5"
+    _train(path, rule="bptt", T=2, steps=1, every=1)
+    tree = bp.load(path)
+    try:
+        with pytest.raises(ValueError, match=r"pathways \['sg:hidden'\] have no weight_update"):
+            analysis_rnn.core_update_angle(tree, ["sg:hidden"])
     finally:
         tree.close()
 

@@ -4,7 +4,8 @@ Built on :class:`bioprop.recorder.Recorder` (same file format, opened by ``biopr
 
 * ``/pathways/<name>``: ``weight``, ``bias``, ``weight_update`` (−ĝ, the rule's summed
   window gradient) and ``weight_update_bp`` (−∂L/∂θ of *full*, untruncated BPTT for the same
-  batch and weights — the shadow reference);
+  batch and weights — the shadow reference; for the recurrent ``hidden->hidden:*`` pathways
+  too);
 * ``/populations/<name>/rate``: rates at the last step of the batch's sequences;
 * ``/interfaces/hidden`` (dims ``step, boundary, sample, unit``; ``unit`` indexes the state
   s = h or h ⊕ c): ``synthetic`` δ̂_b, ``true`` g*_b = B·∂L_{≥b}/∂s_b (full BPTT),
@@ -97,7 +98,9 @@ class SequenceRecorder:
                 "max_solved": ExtraVariable((), (), "largest N solved so far"),
             },
         }
-        self.recorder = Recorder(record, circuit, attrs=attrs, extra=extra)
+        self.recorder = Recorder(
+            record, circuit, attrs=attrs, extra=extra, reference_roles=("feedforward", "lateral")
+        )
         self.spec = record
 
     def due(self, step: int) -> bool:
