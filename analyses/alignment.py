@@ -80,9 +80,16 @@ if not RECORDINGS:
         )
         kwargs = {"feedback_init": bp.init.uniform(0.5)} if rule == "fa" else {}
         run = bp.train(
-            circuit, bp.rules.get(rule, **kwargs), data, loss="mse",
-            optimizer=("sgd", {"lr": lr}), epochs=1, batch_size=1, seed=0,
-            progress=False, record=bp.Record(Path(RECORDINGS) / f"{name}.h5", every=20, samples=1),
+            circuit,
+            bp.rules.get(rule, **kwargs),
+            data,
+            loss="mse",
+            optimizer=("sgd", {"lr": lr}),
+            epochs=1,
+            batch_size=1,
+            seed=0,
+            progress=False,
+            record=bp.Record(Path(RECORDINGS) / f"{name}.h5", every=20, samples=1),
         )
         print(run.summary())
 
@@ -93,7 +100,9 @@ recs = {p.stem: bp.load(p) for p in paths}
 
 def hidden_populations(rec):
     pops = rec["populations"].children
-    return [n for n, node in pops.items() if not node.attrs["is_input"] and not node.attrs["is_output"]]
+    return [
+        n for n, node in pops.items() if not node.attrs["is_input"] and not node.attrs["is_output"]
+    ]
 
 
 def feedback_pathways(rec):
@@ -158,7 +167,9 @@ for name, rec in recs.items():
         except KeyError:  # recorded without the rule's or the backprop update
             continue
         axes[1].plot(a.step, smooth(a), label=f"{label(name, rec)}: {pw}")
-for ax, title in zip(axes, ["∠(δ_rule, δ_BP) per hidden population", "∠(ΔW_rule, ΔW_BP) per pathway"]):
+for ax, title in zip(
+    axes, ["∠(δ_rule, δ_BP) per hidden population", "∠(ΔW_rule, ΔW_BP) per pathway"]
+):
     ax.axhline(90, color="grey", ls="--", lw=1)
     ax.set(xlabel="step", ylabel="angle (°)", ylim=(-5, 115), title=title)
     ax.legend(fontsize=7)
@@ -219,11 +230,14 @@ for k, (name, rec) in enumerate(recs.items()):
         ax.plot(to_bp.step, to_bp, ls="--", color=line.get_color(), label="… to Wᵀe")
         n = to_bp.sizes["step"]
         tail = slice(n - max(1, n // 5), n)
-        rows.append({
-            "recording": name, "population": src,
-            "∠ to Wᵀe, last 20% (°)": float(to_bp.isel(step=tail).mean()),
-            "∠ to W⁺e, last 20% (°)": float(to_pbp.isel(step=tail).mean()),
-        })
+        rows.append(
+            {
+                "recording": name,
+                "population": src,
+                "∠ to Wᵀe, last 20% (°)": float(to_bp.isel(step=tail).mean()),
+                "∠ to W⁺e, last 20% (°)": float(to_pbp.isel(step=tail).mean()),
+            }
+        )
 ax.axhline(90, color="grey", ls="--", lw=1)
 ax.set(xlabel="step", ylabel="angle (°)", ylim=(-5, 115), title="FA hidden signal: to W⁺e vs Wᵀe")
 ax.legend(fontsize=7)
@@ -249,7 +263,9 @@ for name, rec in recs.items():
         if delta is not None and not bool(delta.isnull().all()):
             a = bp.analysis.update_angle(rec, pop)
             row[f"∠(δ, δ_BP) {pop} first"] = float(a.isel(step=0))
-            row[f"∠(δ, δ_BP) {pop} last 20%"] = float(a.isel(step=slice(-max(1, a.sizes['step'] // 5), None)).mean())
+            row[f"∠(δ, δ_BP) {pop} last 20%"] = float(
+                a.isel(step=slice(-max(1, a.sizes["step"] // 5), None)).mean()
+            )
     for fb, fw in feedback_pathways(rec).items():
         w = bp.analysis.weight_alignment(rec, fw)
         row[f"∠(Wᵀ,B) {fw} first"] = float(w.isel(step=0))

@@ -48,15 +48,26 @@ def train_one(rule: str, s: int, budget: dict, args) -> tuple[xr.DataArray, str]
     data_seed, circuit_seed, train_seed = C.seeds(s)
     data = bp.data.linear_teacher(n_train=budget["steps"], n_test=budget["n_test"], seed=data_seed)
     circuit = bp.Circuit.layered(
-        [30, 20, 10], activation="linear", init=bp.init.uniform(0.01), bias=False,
+        [30, 20, 10],
+        activation="linear",
+        init=bp.init.uniform(0.01),
+        bias=False,
         seed=circuit_seed,
     )
     curve = C.TestCurve(circuit, data, every=budget["eval_every"])
     every = budget["fa_record_every"] if rule == "fa" else budget["record_every"]
     path = args.out / f"{rule}_seed{s}.h5"
     bp.train(
-        circuit, make_rule(rule), data, loss="mse", optimizer=("sgd", {"lr": RULES[rule]}),
-        epochs=1, batch_size=1, seed=train_seed, progress=False, on_step=curve,
+        circuit,
+        make_rule(rule),
+        data,
+        loss="mse",
+        optimizer=("sgd", {"lr": RULES[rule]}),
+        epochs=1,
+        batch_size=1,
+        seed=train_seed,
+        progress=False,
+        on_step=curve,
         record=bp.Record(path, every=every, samples=1),
     )
     return curve.to_xarray(rule=rule, seed=s), str(path)
@@ -86,60 +97,84 @@ def main(argv=None) -> None:
     level = 1e-2
     reach = {r: [C.steps_to(c.sel(seed=s), level) for s in c.seed] for r, c in curves.items()}
     final = {r: c.isel(step=-1).values for r, c in curves.items()}
-    rows = [
-        [r, RULES[r], C.mean_sd(final[r]), C.mean_sd(reach[r], ".0f")] for r in RULES
-    ]
+    rows = [[r, RULES[r], C.mean_sd(final[r]), C.mean_sd(reach[r], ".0f")] for r in RULES]
     n = args.seeds
     print(f"\nLinear 30-20-10, {budget['steps']} examples, batch 1, {n} seed(s)\n")
-    print(C.table(
-        ["rule", "lr", f"final test NSE (n={n})", f"examples to NSE<{level:g}"], rows
-    ))
+    print(C.table(["rule", "lr", f"final test NSE (n={n})", f"examples to NSE<{level:g}"], rows))
     start = angle.isel(step=0).values
     end = np.array([C.tail_mean(angle.sel(seed=s)) for s in angle.seed.values])
-    print(f"\n∠(Δh_FA, Δh_BP) at step 0: {C.mean_sd(start)}°   "
-          f"over the last 20% of training: {C.mean_sd(end)}°")
+    print(
+        f"\n∠(Δh_FA, Δh_BP) at step 0: {C.mean_sd(start)}°   "
+        f"over the last 20% of training: {C.mean_sd(end)}°"
+    )
 
     # -- the paper's claims next to ours ----------------------------------------------
     mean = {r: float(np.mean(v)) for r, v in reach.items()}
     fin = {r: float(np.exp(np.mean(np.log(np.maximum(v, 1e-30))))) for r, v in final.items()}
     print("\nClaims (Lillicrap et al. 2016, Fig. 1)")
-    print(C.claim(
-        "feedback alignment learns as quickly as backprop",
-        f"examples to NSE<{level:g}: fa {mean['fa']:.0f}, bp {mean['bp']:.0f}",
-        mean["fa"] <= 2 * mean["bp"], args.quick,
-    ))
-    print(C.claim(
-        "shallow learning (last layer only) stalls at a much higher error",
-        f"final NSE (geometric mean): shallow {fin['shallow']:.3g}, fa {fin['fa']:.3g}",
-        fin["shallow"] > 0.1 and fin["shallow"] > 10 * fin["fa"], args.quick,
-    ))
-    print(C.claim(
-        "reinforcement-style learning (node perturbation) is slower than bp and fa",
-        f"examples to NSE<{level:g}: node-perturbation {mean['node-perturbation']:.0f}, "
-        f"bp {mean['bp']:.0f}, fa {mean['fa']:.0f}",
-        mean["node-perturbation"] > max(mean["bp"], mean["fa"]), args.quick,
-    ))
-    print(C.claim(
-        "∠(Δh_FA, Δh_BP) starts near 90° and falls well below it",
-        f"{start.mean():.0f}° at the start, {end.mean():.0f}° at the end",
-        70 <= start.mean() <= 110 and end.mean() < 60, args.quick,
-    ))
+    print(
+        C.claim(
+            "feedback alignment learns as quickly as backprop",
+            f"examples to NSE<{level:g}: fa {mean['fa']:.0f}, bp {mean['bp']:.0f}",
+            mean["fa"] <= 2 * mean["bp"],
+            args.quick,
+        )
+    )
+    print(
+        C.claim(
+            "shallow learning (last layer only) stalls at a much higher error",
+            f"final NSE (geometric mean): shallow {fin['shallow']:.3g}, fa {fin['fa']:.3g}",
+            fin["shallow"] > 0.1 and fin["shallow"] > 10 * fin["fa"],
+            args.quick,
+        )
+    )
+    print(
+        C.claim(
+            "reinforcement-style learning (node perturbation) is slower than bp and fa",
+            f"examples to NSE<{level:g}: node-perturbation {mean['node-perturbation']:.0f}, "
+            f"bp {mean['bp']:.0f}, fa {mean['fa']:.0f}",
+            mean["node-perturbation"] > max(mean["bp"], mean["fa"]),
+            args.quick,
+        )
+    )
+    print(
+        C.claim(
+            "∠(Δh_FA, Δh_BP) starts near 90° and falls well below it",
+            f"{start.mean():.0f}° at the start, {end.mean():.0f}° at the end",
+            70 <= start.mean() <= 110 and end.mean() < 60,
+            args.quick,
+        )
+    )
 
     # -- figure -----------------------------------------------------------------------
     fig, ax = C.new_figure(2)
     for r, c in curves.items():
         C.band(ax[0, 0], c.step, c.values, r, log=True)
-    ax[0, 0].set(yscale="log", xlabel="examples", ylabel="test NSE",
-                 title="a  linear 30-20-10: learning curves")
+    ax[0, 0].set(
+        yscale="log",
+        xlabel="examples",
+        ylabel="test NSE",
+        title="a  linear 30-20-10: learning curves",
+    )
     ax[0, 0].legend()
-    ax[0, 1].plot(angle.step, angle.mean("seed"), color="C3", lw=0.6, alpha=0.4,
-                  label="per record (one example)")
+    ax[0, 1].plot(
+        angle.step,
+        angle.mean("seed"),
+        color="C3",
+        lw=0.6,
+        alpha=0.4,
+        label="per record (one example)",
+    )
     sm = C.smooth(angle, 5)
     C.band(ax[0, 1], sm.step, sm.values, "running mean of 5 records", color="C3")
     ax[0, 1].legend(loc="center right")
     ax[0, 1].axhline(90, color="grey", ls="--", lw=1)
-    ax[0, 1].set(xlabel="examples", ylabel="angle (°)", ylim=(0, 110),
-                 title="b  ∠(Δh_FA, Δh_BP), hidden units")
+    ax[0, 1].set(
+        xlabel="examples",
+        ylabel="angle (°)",
+        ylim=(0, 110),
+        title="b  ∠(Δh_FA, Δh_BP), hidden units",
+    )
     png = C.save_figure(fig, args.out / "lillicrap_linear.png")
     print(f"\nwrote {png} and {len(RULES) * n} recordings in {args.out}  ({C.wall(args)})")
 

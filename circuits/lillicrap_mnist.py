@@ -67,9 +67,7 @@ def plot_alignment(out: Path, rules: list[str], seeds: int) -> Path:
 
 
 def main(argv=None) -> int:
-    parser = _common.image_parser(
-        "lillicrap_mnist", __doc__, "bp,fa,dfa,sign-symmetry,shallow", 10
-    )
+    parser = _common.image_parser("lillicrap_mnist", __doc__, "bp,fa,dfa,sign-symmetry,shallow", 10)
     parser.add_argument(
         "--feedback-scale",
         type=float,

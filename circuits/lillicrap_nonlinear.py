@@ -45,6 +45,7 @@ def make_rule(name: str) -> bp.rules.Rule:
 
 def linear_fit_nse(data: bp.data.Dataset) -> float:
     """Test NSE of the least-squares affine map from x to y (the best linear student)."""
+
     def ones(x):
         return torch.cat([x, torch.ones(len(x), 1)], 1)
 
@@ -56,20 +57,32 @@ def linear_fit_nse(data: bp.data.Dataset) -> float:
 def train_one(rule: str, arch: str, data: bp.data.Dataset, s: int, budget: dict, args):
     _, circuit_seed, train_seed = C.seeds(s)
     circuit = bp.Circuit.layered(
-        ARCHS[arch], activation="tanh", output_activation="linear",
-        init=bp.init.uniform(0.1), seed=circuit_seed,
+        ARCHS[arch],
+        activation="tanh",
+        output_activation="linear",
+        init=bp.init.uniform(0.1),
+        seed=circuit_seed,
     )
     curve = C.TestCurve(circuit, data, every=budget["eval_every"])
     bp.train(
-        circuit, make_rule(rule), data, loss="mse", optimizer=("sgd", {"lr": LR}),
-        epochs=budget["epochs"], batch_size=BATCH, seed=train_seed, progress=False,
+        circuit,
+        make_rule(rule),
+        data,
+        loss="mse",
+        optimizer=("sgd", {"lr": LR}),
+        epochs=budget["epochs"],
+        batch_size=BATCH,
+        seed=train_seed,
+        progress=False,
         on_step=curve,
         record=bp.Record(args.out / f"{rule}_{arch}_seed{s}.h5", every=budget["record_every"]),
     )
     # steps -> examples seen, for comparison with the per-example scripts
-    return curve.to_xarray(rule=rule, arch=arch, seed=s).assign_coords(
-        step=np.array(curve.steps) * BATCH
-    ).rename(step="example")
+    return (
+        curve.to_xarray(rule=rule, arch=arch, seed=s)
+        .assign_coords(step=np.array(curve.steps) * BATCH)
+        .rename(step="example")
+    )
 
 
 def main(argv=None) -> None:
@@ -97,8 +110,10 @@ def main(argv=None) -> None:
     examples = budget["n_train"] * budget["epochs"]
     final = {k: c.isel(example=-1).values for k, c in curves.items()}
     teacher = "-".join(map(str, TEACHER))
-    print(f"\ntanh teacher {teacher}; {examples} examples, mini-batches of {BATCH}, "
-          f"lr {LR}, {n} seed(s)\n")
+    print(
+        f"\ntanh teacher {teacher}; {examples} examples, mini-batches of {BATCH}, "
+        f"lr {LR}, {n} seed(s)\n"
+    )
     rows = [[r, a, C.mean_sd(final[(r, a)])] for a in ARCHS for r in RULES]
     rows.append(["least squares", "linear map", C.mean_sd(linear)])
     print(C.table(["rule", "student", f"final test NSE (n={n})"], rows))
@@ -109,34 +124,46 @@ def main(argv=None) -> None:
     g = {k: gm(v) for k, v in final.items()}
     lin = float(np.mean(linear))
     print("\nClaims (Lillicrap et al. 2016, nonlinear function approximation)")
-    print(C.claim(
-        "feedback alignment trains nonlinear circuits one and two hidden layers deep (the "
-        "error crosses one or two fixed random matrices)",
-        "final NSE (geometric mean), fa: "
-        + ", ".join(f"{a} {g[('fa', a)]:.3g}" for a in ARCHS)
-        + f"; best linear map {lin:.3g}",
-        all(g[("fa", a)] < lin / 2 for a in ARCHS), args.quick,
-    ))
+    print(
+        C.claim(
+            "feedback alignment trains nonlinear circuits one and two hidden layers deep (the "
+            "error crosses one or two fixed random matrices)",
+            "final NSE (geometric mean), fa: "
+            + ", ".join(f"{a} {g[('fa', a)]:.3g}" for a in ARCHS)
+            + f"; best linear map {lin:.3g}",
+            all(g[("fa", a)] < lin / 2 for a in ARCHS),
+            args.quick,
+        )
+    )
     deep, shallow = "30-20-10-10", "30-20-10"
-    print(C.claim(
-        "feedback alignment makes use of depth: with fa the 30-20-10-10 circuit ends below "
-        "the 30-20-10 one",
-        f"final NSE with fa: {deep} {g[('fa', deep)]:.3g}, {shallow} {g[('fa', shallow)]:.3g}",
-        g[("fa", deep)] < g[("fa", shallow)], args.quick,
-    ))
-    print(f"  (for reference, bp: {deep} {g[('bp', deep)]:.3g}, {shallow} "
-          f"{g[('bp', shallow)]:.3g}; fa/bp error ratio "
-          + ", ".join(f"{a} {g[('fa', a)] / g[('bp', a)]:.1f}x" for a in ARCHS) + ")")
+    print(
+        C.claim(
+            "feedback alignment makes use of depth: with fa the 30-20-10-10 circuit ends below "
+            "the 30-20-10 one",
+            f"final NSE with fa: {deep} {g[('fa', deep)]:.3g}, {shallow} {g[('fa', shallow)]:.3g}",
+            g[("fa", deep)] < g[("fa", shallow)],
+            args.quick,
+        )
+    )
+    print(
+        f"  (for reference, bp: {deep} {g[('bp', deep)]:.3g}, {shallow} "
+        f"{g[('bp', shallow)]:.3g}; fa/bp error ratio "
+        + ", ".join(f"{a} {g[('fa', a)] / g[('bp', a)]:.1f}x" for a in ARCHS)
+        + ")"
+    )
 
     fig, ax = C.new_figure(1, width=6.0)
     styles = {"bp": "-", "fa": "--"}
     colors = {"30-20-10": "C0", "30-20-10-10": "C3"}
     for (r, a), c in curves.items():
-        C.band(ax[0, 0], c.example, c.values, f"{r} {a}", log=True, ls=styles[r],
-               color=colors[a])
+        C.band(ax[0, 0], c.example, c.values, f"{r} {a}", log=True, ls=styles[r], color=colors[a])
     ax[0, 0].axhline(lin, color="grey", ls=":", lw=1, label="best linear map")
-    ax[0, 0].set(yscale="log", xlabel="examples", ylabel="test NSE",
-                 title=f"tanh students of a tanh {teacher} teacher")
+    ax[0, 0].set(
+        yscale="log",
+        xlabel="examples",
+        ylabel="test NSE",
+        title=f"tanh students of a tanh {teacher} teacher",
+    )
     ax[0, 0].legend()
     png = C.save_figure(fig, args.out / "lillicrap_nonlinear.png")
     print(f"\nwrote {png} and {len(curves) * n} recordings in {args.out}  ({C.wall(args)})")

@@ -38,14 +38,24 @@ def train_one(omega: float, tag: str, s: int, budget: dict, args):
     data_seed, circuit_seed, train_seed = C.seeds(s)
     data = bp.data.linear_teacher(n_train=budget["steps"], n_test=budget["n_test"], seed=data_seed)
     circuit = bp.Circuit.layered(
-        [30, 20, 10], activation="linear", init=bp.init.uniform(omega), bias=False,
+        [30, 20, 10],
+        activation="linear",
+        init=bp.init.uniform(omega),
+        bias=False,
         seed=circuit_seed,
     )
     path = args.out / f"fa_{tag}_seed{s}.h5"
     run = bp.train(
-        circuit, bp.rules.get("fa", feedback_init=bp.init.uniform(0.5)), data, loss="mse",
-        optimizer=("sgd", {"lr": LR}), epochs=1, batch_size=1, seed=train_seed,
-        progress=False, record=bp.Record(path, every=budget["record_every"], samples=1),
+        circuit,
+        bp.rules.get("fa", feedback_init=bp.init.uniform(0.5)),
+        data,
+        loss="mse",
+        optimizer=("sgd", {"lr": LR}),
+        epochs=1,
+        batch_size=1,
+        seed=train_seed,
+        progress=False,
+        record=bp.Record(path, every=budget["record_every"], samples=1),
     )
     rec = bp.load(path)
     to_bp = bp.analysis.update_angle(rec, "hidden").load()  # ∠(B e, Wᵀ e)
@@ -80,53 +90,82 @@ def main(argv=None) -> None:
         }
 
     n = args.seeds
-    print(f"\nFeedback alignment, linear 30-20-10, {budget['steps']} examples, batch 1, "
-          f"lr {LR}, {n} seed(s); angles: mean over the last 20% of training\n")
+    print(
+        f"\nFeedback alignment, linear 30-20-10, {budget['steps']} examples, batch 1, "
+        f"lr {LR}, {n} seed(s); angles: mean over the last 20% of training\n"
+    )
     rows = []
     for cond, r in results.items():
         end_bp = [C.tail_mean(a) for a in r["bp"]]
         end_pbp = [C.tail_mean(a) for a in r["pbp"]]
         r["end_bp"], r["end_pbp"] = np.array(end_bp), np.array(end_pbp)
-        rows.append([
-            cond, f"U[-{CONDITIONS[cond]:g}, {CONDITIONS[cond]:g}]", C.mean_sd(r["nse"]),
-            C.mean_sd(end_bp, ".1f"), C.mean_sd(end_pbp, ".1f"), C.mean_sd(r["cross"], ".0f"),
-        ])
-    print(C.table(
-        ["condition", "W init", "final test NSE", "∠(Δh_FA, Δh_BP) °", "∠(Δh_FA, Δh_PBP) °",
-         "examples until PBP < BP"],
-        rows,
-    ))
+        rows.append(
+            [
+                cond,
+                f"U[-{CONDITIONS[cond]:g}, {CONDITIONS[cond]:g}]",
+                C.mean_sd(r["nse"]),
+                C.mean_sd(end_bp, ".1f"),
+                C.mean_sd(end_pbp, ".1f"),
+                C.mean_sd(r["cross"], ".0f"),
+            ]
+        )
+    print(
+        C.table(
+            [
+                "condition",
+                "W init",
+                "final test NSE",
+                "∠(Δh_FA, Δh_BP) °",
+                "∠(Δh_FA, Δh_PBP) °",
+                "examples until PBP < BP",
+            ],
+            rows,
+        )
+    )
 
     small, large = results["small init"], results["large init"]
     print("\nClaims (Lillicrap et al. 2016, Fig. 4)")
     wins = int(np.sum(small["end_pbp"] < small["end_bp"]))
-    print(C.claim(
-        "with small initial weights, ∠(Δh_FA, Δh_PBP) quickly becomes smaller than "
-        "∠(Δh_FA, Δh_BP)",
-        f"small init: {small['end_pbp'].mean():.1f}° to W⁺e vs {small['end_bp'].mean():.1f}° "
-        f"to Wᵀe at the end ({wins}/{n} seeds); the PBP angle is the smaller one from "
-        f"example {np.mean(small['cross']):.0f} of {budget['steps']} on average",
-        wins == n and np.mean(small["cross"]) < budget["steps"] / 2, args.quick,
-    ))
+    print(
+        C.claim(
+            "with small initial weights, ∠(Δh_FA, Δh_PBP) quickly becomes smaller than "
+            "∠(Δh_FA, Δh_BP)",
+            f"small init: {small['end_pbp'].mean():.1f}° to W⁺e vs {small['end_bp'].mean():.1f}° "
+            f"to Wᵀe at the end ({wins}/{n} seeds); the PBP angle is the smaller one from "
+            f"example {np.mean(small['cross']):.0f} of {budget['steps']} on average",
+            wins == n and np.mean(small["cross"]) < budget["steps"] / 2,
+            args.quick,
+        )
+    )
     gap_small = float(np.mean(small["end_bp"] - small["end_pbp"]))
     gap_large = float(np.mean(large["end_bp"] - large["end_pbp"]))
-    print(C.claim(
-        "the effect belongs to small initial weights: the gap ∠BP − ∠PBP shrinks when "
-        "W starts large",
-        f"gap ∠BP − ∠PBP: {gap_small:.1f}° with small init, {gap_large:.1f}° with large init",
-        gap_small > gap_large, args.quick, source="control (ours)",
-    ))
+    print(
+        C.claim(
+            "the effect belongs to small initial weights: the gap ∠BP − ∠PBP shrinks when "
+            "W starts large",
+            f"gap ∠BP − ∠PBP: {gap_small:.1f}° with small init, {gap_large:.1f}° with large init",
+            gap_small > gap_large,
+            args.quick,
+            source="control (ours)",
+        )
+    )
 
     fig, ax = C.new_figure(len(results))
     for k, (cond, r) in enumerate(results.items()):
         a = ax[0, k]
-        for key, label, color in (("bp", "∠(Δh_FA, Δh_BP)", "C0"),
-                                  ("pbp", "∠(Δh_FA, Δh_PBP)", "C3")):
+        for key, label, color in (
+            ("bp", "∠(Δh_FA, Δh_BP)", "C0"),
+            ("pbp", "∠(Δh_FA, Δh_PBP)", "C3"),
+        ):
             sm = C.smooth(r[key], w)
             C.band(a, sm.step, sm.values, label, color=color)
         a.axhline(90, color="grey", ls="--", lw=1)
-        a.set(xlabel="examples", ylabel="angle (°)", ylim=(0, 110),
-              title=f"{'ab'[k]}  FA, {cond} (W ~ U[±{CONDITIONS[cond]:g}])")
+        a.set(
+            xlabel="examples",
+            ylabel="angle (°)",
+            ylim=(0, 110),
+            title=f"{'ab'[k]}  FA, {cond} (W ~ U[±{CONDITIONS[cond]:g}])",
+        )
         a.legend()
     png = C.save_figure(fig, args.out / "lillicrap_pseudoinverse.png")
     print(f"\nwrote {png} and {len(results) * n} recordings in {args.out}  ({C.wall(args)})")

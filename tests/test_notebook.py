@@ -30,14 +30,21 @@ def kernel(tmp_path, monkeypatch) -> str:
     """A kernel spec for the running interpreter, found through JUPYTER_PATH."""
     spec = tmp_path / "jupyter" / "kernels" / KERNEL
     spec.mkdir(parents=True)
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": f"Python ({sys.executable})",
-        "language": "python",
-    }))
-    monkeypatch.setenv("JUPYTER_PATH", os.pathsep.join(
-        [str(tmp_path / "jupyter"), *filter(None, [os.environ.get("JUPYTER_PATH")])]
-    ))
+    (spec / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": f"Python ({sys.executable})",
+                "language": "python",
+            }
+        )
+    )
+    monkeypatch.setenv(
+        "JUPYTER_PATH",
+        os.pathsep.join(
+            [str(tmp_path / "jupyter"), *filter(None, [os.environ.get("JUPYTER_PATH")])]
+        ),
+    )
     monkeypatch.setenv("PYTHONWARNINGS", "default")
     return KERNEL
 
@@ -45,7 +52,10 @@ def kernel(tmp_path, monkeypatch) -> str:
 def execute(path: Path, kernel: str, cwd: Path, timeout: int = 120):
     nb = jupytext.read(path)
     client = nbclient.NotebookClient(
-        nb, kernel_name=kernel, timeout=timeout, allow_errors=False,
+        nb,
+        kernel_name=kernel,
+        timeout=timeout,
+        allow_errors=False,
         resources={"metadata": {"path": str(cwd)}},
     )
     client.execute()  # raises CellExecutionError, with the traceback, on the first error
@@ -55,8 +65,10 @@ def execute(path: Path, kernel: str, cwd: Path, timeout: int = 120):
 def errors_in(nb) -> list[str]:
     return [
         f"{o.get('ename')}: {o.get('evalue')}"
-        for cell in nb.cells if cell.cell_type == "code"
-        for o in cell.get("outputs", []) if o.get("output_type") == "error"
+        for cell in nb.cells
+        if cell.cell_type == "code"
+        for o in cell.get("outputs", [])
+        if o.get("output_type") == "error"
     ]
 
 
@@ -77,9 +89,17 @@ def test_alignment_notebook_reads_a_script_output(kernel: str, tmp_path: Path, m
     """The alignment notebook analyses what a circuit script wrote (BIOPROP_RECORDINGS)."""
     out = tmp_path / "recordings"
     res = subprocess.run(
-        [sys.executable, str(ROOT / "circuits" / "lillicrap_pseudoinverse.py"), "--quick",
-         "--out", str(out)],
-        capture_output=True, text=True, timeout=120, env={**os.environ, "MPLBACKEND": "Agg"},
+        [
+            sys.executable,
+            str(ROOT / "circuits" / "lillicrap_pseudoinverse.py"),
+            "--quick",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "MPLBACKEND": "Agg"},
     )
     assert res.returncode == 0, res.stderr
     monkeypatch.setenv("BIOPROP_RECORDINGS", str(out))
@@ -87,6 +107,8 @@ def test_alignment_notebook_reads_a_script_output(kernel: str, tmp_path: Path, m
     assert not errors_in(nb)
     text = "\n".join(
         str(o.get("data", {}).get("text/plain", "")) + str(o.get("text", ""))
-        for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])
+        for cell in nb.cells
+        if cell.cell_type == "code"
+        for o in cell.get("outputs", [])
     )
     assert "fa_small_seed0" in text  # the script's recording was the one analysed
