@@ -194,34 +194,54 @@ def update_angle_table(ds: xr.Dataset, dirs: list[Path]) -> str:
     training on and never solved.  Entry: the median over a cell's records at N = N_f of
     ∠(Δθ_rule, Δθ_full-BPTT) (``analysis_rnn.core_update_angle``: the weights and biases
     into the LSTM, summed window updates vs the untruncated gradient of the same batch),
-    then the mean over seeds.  "—" where a rule never trained at N_f.
+    then the mean over seeds.  The pathways are those every recording of the table carries
+    the reference for (older recordings: the input pathways only), so that seeds and rules
+    compare the same weights.  "—" where a rule never trained at N_f.
     """
     if "bptt" not in list(ds.rule.values):
         return ""
-    out = []
     Ts = [int(t) for t in ds["T"].values]
+    cells = {}  # (task, rule, T, seed) -> (path, frontier N)
+    for task in ds.task.values:
+        for rule in ds.rule.values:
+            for T in Ts:
+                for seed in ds.seed.values:
+                    nb = ds.max_solved.sel(task=task, rule="bptt", T=T, seed=seed).item()
+                    name = f"{task}_{rule}_T{T}_seed{int(seed)}.h5"
+                    paths = [Path(d) / name for d in dirs if (Path(d) / name).exists()]
+                    if np.isfinite(nb) and paths:
+                        cells[(str(task), str(rule), T, int(seed))] = (paths[0], int(nb) + 1)
+    if not cells:
+        return ""
+    common = None
+    for path, _ in cells.values():
+        tree = bp.load(path)
+        try:
+            have = set(analysis_rnn.core_update_angle(tree).attrs["pathways"].split(", "))
+        finally:
+            tree.close()
+        common = have if common is None else common & have
+    pathways = sorted(common)
+    angles = {}
+    for key, (path, n_f) in cells.items():
+        tree = bp.load(path)
+        try:
+            by_n = analysis_rnn.core_update_angle_by_n(tree, pathways)
+            if n_f in by_n.n.values:
+                angles[key] = float(by_n.sel(n=n_f))
+        finally:
+            tree.close()
+    out = []
     for task in ds.task.values:
         rows = []
         for rule in ds.rule.values:
             row = [rule]
             for T in Ts:
-                vals = []
-                for seed in ds.seed.values:
-                    nb = ds.max_solved.sel(task=task, rule="bptt", T=T, seed=seed).item()
-                    if not np.isfinite(nb):
-                        continue
-                    name = f"{task}_{rule}_T{T}_seed{int(seed)}.h5"
-                    paths = [Path(d) / name for d in dirs if (Path(d) / name).exists()]
-                    if not paths:
-                        continue
-                    tree = bp.load(paths[0])
-                    try:
-                        by_n = analysis_rnn.core_update_angle_by_n(tree)
-                        if int(nb) + 1 in by_n.n.values:
-                            vals.append(float(by_n.sel(n=int(nb) + 1)))
-                    finally:
-                        tree.close()
-                vals = [v for v in vals if np.isfinite(v)]
+                vals = [
+                    v
+                    for (t, r, tt, _), v in angles.items()
+                    if (t, r, tt) == (str(task), str(rule), T) and np.isfinite(v)
+                ]
                 row.append(f"{np.mean(vals):.0f}°" if vals else "—")
             rows.append(row)
         out += [
@@ -229,6 +249,7 @@ def update_angle_table(ds: xr.Dataset, dirs: list[Path]) -> str:
             C.table(["rule"] + [f"T={T}" for T in Ts], rows),
             "",
         ]
+    out.append(f"pathways compared: {', '.join(pathways)} (weights and biases)")
     return "\n".join(out)
 
 
