@@ -194,9 +194,10 @@ def update_angle_table(ds: xr.Dataset, dirs: list[Path]) -> str:
     training on and never solved.  Entry: the median over a cell's records at N = N_f of
     ∠(Δθ_rule, Δθ_full-BPTT) (``analysis_rnn.core_update_angle``: the weights and biases
     into the LSTM, summed window updates vs the untruncated gradient of the same batch),
-    then the mean over seeds.  The pathways are those every recording of the table carries
-    the reference for (older recordings: the input pathways only), so that seeds and rules
-    compare the same weights.  "—" where a rule never trained at N_f.
+    then the mean over seeds.  The weights compared are the input pathways into the LSTM
+    (``input->hidden:*``), which every recording carries the reference for (the recurrent
+    ones have it only in recordings made after 2026-11-27), so that tables from old and new
+    runs compare the same weights.  "—" where a rule never trained at N_f.
     """
     if "bptt" not in list(ds.rule.values):
         return ""
@@ -218,6 +219,7 @@ def update_angle_table(ds: xr.Dataset, dirs: list[Path]) -> str:
         tree = bp.load(path)
         try:
             have = set(analysis_rnn.core_update_angle(tree).attrs["pathways"].split(", "))
+            have = {n for n in have if tree["pathways"][n].attrs.get("source") == "input"}
         finally:
             tree.close()
         common = have if common is None else common & have
