@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
+from bioprop.analysis import angle
+
 __all__ = [
     "boundary_gradients",
     "boundary_summary",
@@ -112,23 +114,18 @@ def core_update_angle(rec: xr.DataTree, pathways: list[str] | None = None) -> xr
     shows how much of the gradient the truncation loses.  NaN where either update is zero.
     """
     names = _reference_pathways(rec, pathways)
-    dot = na = nb = 0.0
+    rule_parts, bp_parts = [], []
     for n in names:
         ds = rec["pathways"][n].to_dataset()
         pairs = [("weight_update", "weight_update_bp", ("post", "pre"))]
         if {"bias_update", "bias_update_bp"} <= set(ds.data_vars):
             pairs.append(("bias_update", "bias_update_bp", ("post",)))
         for rule_var, bp_var, dims in pairs:
-            a = ds[rule_var].astype("float64").fillna(0.0)
-            b = ds[bp_var].astype("float64").fillna(0.0)
-            dot = dot + (a * b).sum(dims)
-            na = na + (a * a).sum(dims)
-            nb = nb + (b * b).sum(dims)
-    denom = np.sqrt(na * nb)
-    with np.errstate(all="ignore"):
-        cos = (dot / denom.where(denom > 0)).clip(-1.0, 1.0)
-    out = np.degrees(np.arccos(cos))
-    out.attrs.update(units="degree", pathways=", ".join(names))
+            rule_parts.append(ds[rule_var].stack(entry=dims, create_index=False))
+            bp_parts.append(ds[bp_var].stack(entry=dims, create_index=False))
+    # one vector θ per record: every pathway's weights and biases, end to end
+    out = angle(xr.concat(rule_parts, "entry"), xr.concat(bp_parts, "entry"), ["entry"])
+    out.attrs["pathways"] = ", ".join(names)
     return out.rename("core_update_angle")
 
 

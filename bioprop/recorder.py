@@ -232,10 +232,10 @@ class Recorder:
             n_post, n_pre = pw.shape
             g = pathway_group(pws, name, pw)
             mat = [v for v in ("weight", "weight_update", "weight_update_bp") if v in self._vars]
-            if pw.role not in self.reference_roles or not pw.plastic:
-                mat = [v for v in mat if v == "weight" or pw.plastic]
-                if pw.role not in self.reference_roles:
-                    mat = [v for v in mat if v != "weight_update_bp"]
+            if not pw.plastic:
+                mat = [v for v in mat if v == "weight"]
+            if pw.role not in self.reference_roles:
+                mat = [v for v in mat if v != "weight_update_bp"]
             for v in mat:
                 g.create_variable(
                     v, ("step", "post", "pre"), "f4", chunks=(1, n_post, n_pre), fillvalue=np.nan

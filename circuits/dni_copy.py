@@ -26,6 +26,7 @@ curriculum's N over training (``curriculum``).  ``summary.nc``: max N per cell. 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import time
@@ -202,37 +203,24 @@ def update_angle_table(ds: xr.Dataset, dirs: list[Path]) -> str:
     if "bptt" not in list(ds.rule.values):
         return ""
     Ts = [int(t) for t in ds["T"].values]
-    cells = {}  # (task, rule, T, seed) -> (path, frontier N)
-    for task in ds.task.values:
-        for rule in ds.rule.values:
-            for T in Ts:
-                for seed in ds.seed.values:
-                    nb = ds.max_solved.sel(task=task, rule="bptt", T=T, seed=seed).item()
-                    name = f"{task}_{rule}_T{T}_seed{int(seed)}.h5"
-                    paths = [Path(d) / name for d in dirs if (Path(d) / name).exists()]
-                    if np.isfinite(nb) and paths:
-                        cells[(str(task), str(rule), T, int(seed))] = (paths[0], int(nb) + 1)
-    if not cells:
+    angles, pathways = {}, []
+    for task, rule, T, seed in itertools.product(
+        ds.task.values, ds.rule.values, Ts, ds.seed.values
+    ):
+        n_bptt = ds.max_solved.sel(task=task, rule="bptt", T=T, seed=seed).item()
+        name = f"{task}_{rule}_T{T}_seed{int(seed)}.h5"
+        paths = [Path(d) / name for d in dirs if (Path(d) / name).exists()]
+        if not (np.isfinite(n_bptt) and paths):
+            continue
+        with bp.load(paths[0]) as tree:
+            pws = tree["pathways"].children
+            pathways = sorted(n for n in pws if pws[n].attrs.get("source") == "input")
+            by_n = analysis_rnn.core_update_angle_by_n(tree, pathways).load()
+        n_f = int(n_bptt) + 1
+        if n_f in by_n.n.values:
+            angles[(str(task), str(rule), T, int(seed))] = float(by_n.sel(n=n_f))
+    if not angles:
         return ""
-    common = None
-    for path, _ in cells.values():
-        tree = bp.load(path)
-        try:
-            have = set(analysis_rnn.core_update_angle(tree).attrs["pathways"].split(", "))
-            have = {n for n in have if tree["pathways"][n].attrs.get("source") == "input"}
-        finally:
-            tree.close()
-        common = have if common is None else common & have
-    pathways = sorted(common)
-    angles = {}
-    for key, (path, n_f) in cells.items():
-        tree = bp.load(path)
-        try:
-            by_n = analysis_rnn.core_update_angle_by_n(tree, pathways)
-            if n_f in by_n.n.values:
-                angles[key] = float(by_n.sel(n=n_f))
-        finally:
-            tree.close()
     out = []
     for task in ds.task.values:
         rows = []

@@ -90,33 +90,27 @@ def test_core_update_angle_is_zero_untruncated_and_opens_under_truncation(tmp_pa
     whole, cut = tmp_path / "whole.h5", tmp_path / "cut.h5"
     _train(whole, rule="bptt", T=50, steps=3, every=1)
     _train(cut, rule="bptt", T=1, steps=3, every=1)
-    for path, check in ((whole, lambda a: np.allclose(a, 0.0, atol=0.5)), (cut, None)):
-        tree = bp.load(path)
-        try:
-            ang = analysis_rnn.core_update_angle(tree)
-            names = ang.attrs["pathways"].split(", ")
-            assert "hidden->hidden:f" in names and "hidden->output" not in names
-            assert ang.dims == ("step",) and np.isfinite(ang.values).all()
-            if check is not None:
-                assert check(ang.values), ang.values
-            else:
-                assert (ang.values > 5.0).all(), ang.values
-            by_n = analysis_rnn.core_update_angle_by_n(tree)
-            assert by_n.n.values.tolist() == [3]
-            assert float(by_n.sel(n=3)) == pytest.approx(float(np.median(ang.values)))
-        finally:
-            tree.close()
+    for path, truncated in ((whole, False), (cut, True)):
+        with bp.load(path) as tree:
+            ang = analysis_rnn.core_update_angle(tree).load()
+            by_n = analysis_rnn.core_update_angle_by_n(tree).load()
+        names = ang.attrs["pathways"].split(", ")
+        assert "hidden->hidden:f" in names and "hidden->output" not in names
+        assert ang.dims == ("step",) and np.isfinite(ang.values).all()
+        if truncated:
+            assert (ang.values > 5.0).all(), ang.values
+        else:
+            assert np.allclose(ang.values, 0.0, atol=0.5), ang.values
+        assert by_n.n.values.tolist() == [3]
+        assert float(by_n.sel(n=3)) == pytest.approx(float(np.median(ang.values)))
 
 
 def test_core_update_angle_names_the_pathways_it_can_compare(tmp_path):
     path = tmp_path / "bptt.h5"
     _train(path, rule="bptt", T=2, steps=1, every=1)
-    tree = bp.load(path)
-    try:
+    with bp.load(path) as tree:
         with pytest.raises(ValueError, match=r"pathways \['sg:hidden'\] have no weight_update"):
             analysis_rnn.core_update_angle(tree, ["sg:hidden"])
-    finally:
-        tree.close()
 
 
 def test_the_recorded_true_gradient_is_the_full_bptt_boundary_gradient(tmp_path):
