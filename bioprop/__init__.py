@@ -1,10 +1,11 @@
 """bioprop — circuits of rate and spiking populations trained with local learning rules,
 compared against a torch backprop reference on the same circuit, weights and data order."""
 
-from bioprop import activations, data, init, losses, rules
-from bioprop.circuit import Circuit, SweepState
-from bioprop.pathway import Pathway, SignSymmetricPathway, TransposePathway
-from bioprop.population import Population
+from bioprop import data, rules
+from bioprop.core import activations, init, losses, seeding
+from bioprop.core.circuit import Circuit, SweepState
+from bioprop.core.pathway import Pathway, SignSymmetricPathway, TransposePathway
+from bioprop.core.population import Population
 
 __version__ = "0.1.0"
 
@@ -19,14 +20,15 @@ __all__ = [
     "data",
     "init",
     "losses",
+    "seeding",
     "rules",
     "__version__",
 ]
 
 from bioprop import analysis  # noqa: E402
-from bioprop.io import load  # noqa: E402
-from bioprop.recorder import Record, Recorder  # noqa: E402
-from bioprop.trainer import Checkpoint, DivergenceError, Run, evaluate, train  # noqa: E402
+from bioprop.recording.load import load  # noqa: E402
+from bioprop.recording.writer import Record, Recorder  # noqa: E402
+from bioprop.training.loop import Checkpoint, DivergenceError, Run, evaluate, train  # noqa: E402
 
 __all__ += [
     "analysis",
@@ -40,9 +42,9 @@ __all__ += [
     "train",
 ]
 
-from bioprop import tasks  # noqa: E402
-from bioprop.compare import compare  # noqa: E402
-from bioprop.compare import format_table as compare_table  # noqa: E402
+from bioprop.experiments import tasks  # noqa: E402
+from bioprop.experiments.compare import compare  # noqa: E402
+from bioprop.experiments.compare import format_table as compare_table  # noqa: E402
 
 __all__ += ["tasks", "compare", "compare_table"]
 

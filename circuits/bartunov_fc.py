@@ -1,7 +1,7 @@
 """Bartunov et al. 2018: a fully connected 5 × 256 tanh network trained with bp, fa and dfa.
 
 Softmax / cross-entropy output, Adam; the same initial weights and data order for every
-rule (``bioprop.compare``).  The paper's MNIST test errors (their Table 1, fully connected
+rule (``bioprop.experiments.compare``).  The paper's MNIST test errors (their Table 1, fully connected
 network): bp 1.48 %, fa 1.85 %, dfa 2.75 %.  Fashion-MNIST is the default here; MNIST is
 used where it can be downloaded.
 

@@ -38,7 +38,7 @@ import torch
 import xarray as xr
 
 import bioprop as bp
-from bioprop import analysis_rnn
+from bioprop.analysis import rnn as analysis_rnn
 from bioprop.recurrent import Curriculum, RecurrentCircuit, get, get_task
 from bioprop.recurrent.train import train_curriculum
 

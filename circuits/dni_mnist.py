@@ -23,7 +23,7 @@ when its files are present (checked without downloading).
 Recorded per run (<dataset>_<rule>_L<layers>_p<p>_seed<s>.h5): test error on the record
 steps, the top forward pathway and the modules, every hidden population's δ and the shadow
 backprop δ, and, per interface, the synthetic gradient ĝ_l and the true ∂ℓ/∂h_l
-(``interfaces/<population>``, analysed with ``bioprop.analysis_dni``).  Figure:
+(``interfaces/<population>``, analysed with ``bioprop.analysis.dni``).  Figure:
 dni_mnist_<dataset>.png (test error against depth; learning curves against p_update;
 ∠(ĝ_l, ∂ℓ/∂h_l) per interface).
 """
@@ -40,7 +40,7 @@ import torch
 import xarray as xr
 
 import bioprop as bp
-from bioprop import analysis_dni
+from bioprop.analysis import dni as analysis_dni
 from bioprop.rules.synthetic_gradients import optimizer
 
 import _common as C

@@ -34,8 +34,8 @@ import numpy as np
 import torch
 
 import bioprop as bp
-from bioprop import seeding
-from bioprop.recorder import ExtraVariable, Recorder
+from bioprop.core import seeding
+from bioprop.recording.writer import ExtraVariable, Recorder
 from bioprop.recurrent.recording import relative_error
 from bioprop.recurrent.two_networks import (
     METHODS,
@@ -46,7 +46,7 @@ from bioprop.recurrent.two_networks import (
     message_gradients,
     train_step,
 )
-from bioprop.rules.base import Signals
+from bioprop.rules.contract import Signals
 
 import _common as C
 

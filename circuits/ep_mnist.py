@@ -49,10 +49,10 @@ import torch
 import xarray as xr
 
 import bioprop as bp
-from bioprop import analysis_ep
-from bioprop import dynamics as dyn
-from bioprop.bench import mnist_shaped
+from bioprop.analysis import ep as analysis_ep
 from bioprop.data.mnist import MissingDataError
+from bioprop.experiments.bench import mnist_shaped
+from bioprop.settling import dynamics as dyn
 
 import _common as C
 

@@ -2,7 +2,7 @@
 
 Logistic hidden and output units, one-hot targets, squared error, SGD with weight decay
 1e-6; rules bp, fa, dfa, sign-symmetry and shallow on the same initial weights and data
-order (``bioprop.compare``).  The paper's MNIST test errors: bp 2.4 %, fa 2.1 %,
+order (``bioprop.experiments.compare``).  The paper's MNIST test errors: bp 2.4 %, fa 2.1 %,
 shallow 7.2 %.  MNIST is downloaded where the network allows; Fashion-MNIST (Debian package
 ``dataset-fashion-mnist``) is the default here.
 

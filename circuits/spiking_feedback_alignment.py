@@ -39,9 +39,9 @@ from brian2 import Hz, ms
 
 import bioprop as bp
 from bioprop import spiking as sp
-from bioprop.bench import mnist_shaped
 from bioprop.data.mnist import MissingDataError
-from bioprop.trainer import _epoch_order
+from bioprop.experiments.bench import mnist_shaped
+from bioprop.training.loop import _epoch_order
 
 import _common as C
 

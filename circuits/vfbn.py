@@ -38,7 +38,7 @@ import numpy as np
 import xarray as xr
 
 import bioprop as bp
-from bioprop import analysis_dni
+from bioprop.analysis import dni as analysis_dni
 from bioprop.rules.synthetic_gradients import optimizer
 
 import _common as C

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from bioprop import bench
-from bioprop.cli import main
+from bioprop.experiments import bench
+from bioprop.experiments.cli import main
 
 
 def test_bench_json_prints_one_object_of_numeric_ratios(capsys):

@@ -8,7 +8,7 @@ import pytest
 import xarray as xr
 
 import bioprop as bp
-from bioprop.cli import main
+from bioprop.experiments.cli import main
 
 
 def test_compare_quick_writes_recordings_summary_and_report(tmp_path, capsys):
@@ -113,7 +113,7 @@ def test_inspect_prints_groups_and_provenance(tmp_path, capsys):
 
 def test_the_bioprop_command_is_installed():
     r = subprocess.run(
-        [sys.executable, "-m", "bioprop.cli", "--help"], capture_output=True, text=True
+        [sys.executable, "-m", "bioprop.experiments.cli", "--help"], capture_output=True, text=True
     )
     assert r.returncode == 0 and "compare" in r.stdout and "bench" in r.stdout
 

@@ -1,4 +1,4 @@
-"""Equilibrium propagation on dynamical rate circuits (bioprop.dynamics, rule ``ep``).
+"""Equilibrium propagation on dynamical rate circuits (bioprop.settling.dynamics, rule ``ep``).
 
 The gradient theorem (EP → BPTT as β → 0), fixed points and energy descent, the errors
 for bad configurations, locality of the update, training and recording.
@@ -14,9 +14,9 @@ import pytest
 import torch
 
 import bioprop as bp
-from bioprop import analysis_ep
-from bioprop import dynamics as dyn
+from bioprop.analysis import ep as analysis_ep
 from bioprop.rules.equilibrium import EquilibriumPropagation, write_ep_grads
+from bioprop.settling import dynamics as dyn
 
 MSE = bp.losses.get("mse")
 
@@ -378,7 +378,7 @@ def test_dynamical_circuit_output_is_the_free_fixed_point_and_its_twin_sweeps():
 
 
 def test_the_ep_benchmark_is_registered():
-    from bioprop import bench
+    from bioprop.experiments import bench
 
     bench._load_extensions()
     assert "ep_over_bp_epoch" in bench.BENCHMARKS

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import bioprop as bp
-from bioprop import analysis_rnn, seeding
+from bioprop.analysis import rnn as analysis_rnn
+from bioprop.core import seeding
 from bioprop.recurrent import CopyTask, Curriculum, RecurrentCircuit, full_bptt, get
 from bioprop.recurrent.recording import boundary_angle, relative_error
 from bioprop.recurrent.train import train_curriculum

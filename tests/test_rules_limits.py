@@ -14,7 +14,8 @@ def grads(circuit):
 
 
 def bp_grads(circuit, x, y, loss=MSE):
-    g, delta, _ = bp.rules.reference(circuit, x, y, loss)
+    ref = bp.rules.bp_reference(circuit, x, y, loss)
+    g, delta = ref.grads, ref.delta
     return {f"pathways.{k}": v for k, v in g.items()}, delta
 
 

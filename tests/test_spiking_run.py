@@ -279,7 +279,7 @@ def test_the_cpp_standalone_target_runs_and_records(tmp_path):
 def test_the_bench_baseline_script_runs_the_same_network_and_equations():
     # bioprop's runner and the hand-written brian2 script of `bioprop bench`, same seed and
     # samples on the numpy target: the same spikes, hence the same learned weights
-    from bioprop.benchmarks import spiking as bench_spiking
+    from bioprop.experiments.benchmarks import spiking as bench_spiking
 
     ours = bench_spiking._bioprop(4, "numpy", keep=True)()
     hand = bench_spiking._handwritten(4, "numpy", keep=True)()

@@ -27,8 +27,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bioprop import init as _init
-from bioprop.circuit import Circuit
+from bioprop.core import init as _init
+from bioprop.core.circuit import Circuit
 
 __all__ = ["RecurrentCircuit", "CELLS", "GATES"]
 
@@ -97,6 +97,11 @@ class RecurrentCircuit(Circuit):
         circuit's topological order does not follow."""
         first = [n for n in ("input", "hidden", "cell", "output") if n in self.populations]
         return first + [n for n in self.populations if n not in first]
+
+    @property
+    def kind(self) -> str:
+        """``"recurrent"``: trained over sequences cut into windows of T steps."""
+        return "recurrent"
 
     def core_parameters(self) -> list[nn.Parameter]:
         """Parameters of the forward circuit (input, recurrent and read-out pathways)."""

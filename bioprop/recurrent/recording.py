@@ -1,6 +1,6 @@
 """Recordings of recurrent training: the standard groups plus boundary gradients and curriculum.
 
-Built on :class:`bioprop.recorder.Recorder` (same file format, opened by ``bioprop.load``):
+Built on :class:`bioprop.recording.writer.Recorder` (same file format, opened by ``bioprop.load``):
 
 * ``/pathways/<name>``: ``weight``, ``bias``, ``weight_update`` (−ĝ, the rule's summed
   window gradient) and ``weight_update_bp`` (−∂L/∂θ of *full*, untruncated BPTT for the same
@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from bioprop.recorder import PATHWAY_VARIABLES, ExtraVariable, Record, Recorder
+from bioprop.recording.writer import PATHWAY_VARIABLES, ExtraVariable, Record, Recorder
 from bioprop.recurrent.circuit import RecurrentCircuit
 from bioprop.recurrent.rules import SequenceSignals
-from bioprop.rules.base import Signals
+from bioprop.rules.contract import Signals
 
 __all__ = ["SequenceRecorder", "boundary_angle", "relative_error", "RECURRENT_VARIABLES"]
 

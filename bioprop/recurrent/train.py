@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from bioprop import seeding
-from bioprop.recorder import Record
+from bioprop.core import seeding
+from bioprop.recording.writer import Record
 from bioprop.recurrent.circuit import RecurrentCircuit
 from bioprop.recurrent.recording import SequenceRecorder
 from bioprop.recurrent.rules import RecurrentRule, full_bptt

@@ -38,8 +38,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from bioprop import init as _init
-from bioprop import seeding
+from bioprop.core import init as _init
+from bioprop.core import seeding
 from bioprop.recurrent.circuit import RecurrentCircuit
 from bioprop.recurrent.rules import BoundarySyntheticGradient
 from bioprop.recurrent.unroll import check_truncation

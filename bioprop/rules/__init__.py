@@ -9,9 +9,17 @@ import importlib
 import pkgutil
 
 from bioprop.rules import backprop, baselines, feedback_alignment  # noqa: F401  (order)
-from bioprop.rules.backprop import Backprop, reference
-from bioprop.rules.base import Rule, Signals, write_pathway_grads
+from bioprop.rules.backprop import Backprop
 from bioprop.rules.baselines import NodePerturbation, Shallow
+from bioprop.rules.contract import (
+    KINDS,
+    Rule,
+    Signals,
+    UnsupportedCircuitError,
+    write_pathway_grads,
+)
+from bioprop.rules.reference import Reference
+from bioprop.rules.reference import backprop as bp_reference
 from bioprop.rules.feedback_alignment import (
     DirectFeedbackAlignment,
     FeedbackAlignment,
@@ -27,7 +35,10 @@ __all__ = [
     "Rule",
     "Signals",
     "write_pathway_grads",
-    "reference",
+    "Reference",
+    "bp_reference",
+    "KINDS",
+    "UnsupportedCircuitError",
     "get",
     "names",
     "describe",

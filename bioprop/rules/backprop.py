@@ -1,60 +1,20 @@
 """Backprop: the torch-autograd reference.
 
 δ_p = ∂ℓ/∂u_p computed by autograd through the very circuit the other rules
-train; ĝ = ∂L/∂θ.  :func:`reference` computes the same thing without touching
-``.grad`` — the trainer's *shadow* reference on recording steps.
+train; ĝ = ∂L/∂θ.  :func:`bioprop.rules.reference.backprop` computes the same thing without
+touching ``.grad`` — the layered family's exact reference, recorded on recording steps.
 """
 
 from __future__ import annotations
 
 import torch
 
-from bioprop.circuit import Circuit, SweepState
-from bioprop.losses import Loss
-from bioprop.rules.base import Rule, Signals
+from bioprop.core.circuit import Circuit, SweepState
+from bioprop.core.losses import Loss
+from bioprop.rules.contract import Rule, Signals
 from bioprop.rules.registry import register
 
-__all__ = ["Backprop", "reference"]
-
-
-def _forward_params(circuit: Circuit) -> list[tuple[str, torch.nn.Parameter]]:
-    out = []
-    for pw in circuit.feedforward_pathways():
-        if pw.plastic:
-            out.append((f"{pw.name}.weight", pw.weight))
-            if pw.bias is not None:
-                out.append((f"{pw.name}.bias", pw.bias))
-    return out
-
-
-def reference(
-    circuit: Circuit, x: torch.Tensor, y: torch.Tensor, loss: Loss
-) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor]:
-    """Backprop gradients and teaching signals for one batch, leaving ``.grad`` alone.
-
-    Returns
-    -------
-    grads
-        ``{"<pathway>.weight" | "<pathway>.bias": ∂L/∂θ}`` for plastic feedforward pathways.
-    delta
-        ``{population: ∂ℓ_n/∂u_p}`` per sample (N times ∂L/∂u_p).
-    loss
-        The batch loss L (detached).
-    """
-    with torch.enable_grad():
-        state = circuit.sweep(x)
-        L = loss(state.r[circuit.output], y)
-        pops = list(state.u)
-        params = _forward_params(circuit)
-        grads = torch.autograd.grad(
-            L, [state.u[p] for p in pops] + [p for _, p in params], allow_unused=True
-        )
-    n = x.shape[0]
-    delta = {p: g * n for p, g in zip(pops, grads[: len(pops)], strict=True) if g is not None}
-    gdict = {
-        name: g for (name, _), g in zip(params, grads[len(pops) :], strict=True) if g is not None
-    }
-    return gdict, delta, L.detach()
+__all__ = ["Backprop"]
 
 
 @register

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from bioprop.rules.base import Rule, Signals, write_pathway_grads
+from bioprop.rules.contract import Rule, Signals, write_pathway_grads
 from bioprop.rules.feedback_alignment import output_error
 from bioprop.rules.registry import register
 

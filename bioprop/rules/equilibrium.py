@@ -1,6 +1,6 @@
 """Equilibrium propagation (Scellier & Bengio 2017) on dynamical rate circuits.
 
-Two phases of the same dynamics (:func:`bioprop.dynamics.settle`):
+Two phases of the same dynamics (:func:`bioprop.settling.dynamics.settle`):
 
 * **free phase** — the input is clamped and the free populations settle to a fixed
   point u⁰ of the energy E (:meth:`EquilibriumPropagation.forward`);
@@ -15,7 +15,7 @@ Every plastic feedforward pathway p → q then gets the contrastive Hebbian upda
 
 written into ``.grad`` as the pseudo-gradient ĝ = −ΔW, so that SGD on ĝ applies +ΔW.
 As β → 0, ĝ → ∂L/∂θ of L = C(u⁰(θ)) (the recurrent-backprop / BPTT gradient;
-:func:`bioprop.dynamics.bptt`).  Options:
+:func:`bioprop.settling.dynamics.bptt`).  Options:
 
 * ``random_sign`` — β's sign is drawn per batch (Scellier & Bengio's code), which
   cancels the O(β) bias of the one-sided estimate on average;
@@ -33,19 +33,19 @@ from typing import Any
 
 import torch
 
-from bioprop import dynamics as _dyn
-from bioprop.circuit import Circuit, SweepState
-from bioprop.losses import Loss
-from bioprop.pathway import TransposePathway
-from bioprop.rules.base import Rule, Signals
+from bioprop.core.circuit import Circuit, SweepState
+from bioprop.core.losses import Loss
+from bioprop.core.pathway import TransposePathway
+from bioprop.rules.contract import Rule, Signals
 from bioprop.rules.registry import register
+from bioprop.settling import dynamics as _dyn
 
 __all__ = ["EquilibriumPropagation", "EquilibriumState", "write_ep_grads", "ep_delta"]
 
 
 class EquilibriumState(SweepState):
     """The free phase's fixed point as a :class:`SweepState` (``u``, ``r``), plus the
-    :class:`~bioprop.dynamics.Settled` record it came from (``settled``)."""
+    :class:`~bioprop.settling.dynamics.Settled` record it came from (``settled``)."""
 
     def __init__(self, settled: _dyn.Settled):
         super().__init__(settled.u, settled.r)
@@ -166,7 +166,7 @@ class EquilibriumPropagation(Rule):
 
     The circuit's populations (but the clamped input) must be ``leaky``; the settling
     (ε, free steps, tolerance) is the circuit's (``circuit.settling``, see
-    :func:`bioprop.dynamics.layered_dynamical`), so training and evaluation settle alike.
+    :func:`bioprop.settling.dynamics.layered_dynamical`), so training and evaluation settle alike.
     On attach the rule installs a :class:`~bioprop.TransposePathway` (W itself, not a copy)
     behind every forward pathway whose source settles.
 
@@ -197,6 +197,7 @@ class EquilibriumPropagation(Rule):
     """
 
     name = "ep"
+    kind = "settling"
     description = (
         "equilibrium propagation: free and nudged settling of a symmetric circuit, "
         "contrastive Hebbian update (1/β)(ρ^β ρ^βᵀ − ρ⁰ρ⁰ᵀ)"
@@ -238,8 +239,15 @@ class EquilibriumPropagation(Rule):
         self.last_beta = self.beta
 
     # -- attaching -----------------------------------------------------------------------
+    def supports(self, circuit: Circuit) -> str | None:
+        """Settling circuits only: every free population leaky, no lateral pathway."""
+        try:
+            _dyn.check_dynamical(circuit)
+        except ValueError as exc:
+            return str(exc)
+        return None
+
     def install(self, circuit: Circuit, generator: torch.Generator) -> None:
-        _dyn.check_dynamical(circuit)
         mirrored = {fb.mirrors: fb for fb in circuit.feedback_pathways() if fb.mirrors}
         for pw in list(circuit.feedforward_pathways()):
             if pw.source == circuit.input:
@@ -258,7 +266,7 @@ class EquilibriumPropagation(Rule):
             warnings.warn(
                 "ep is attached to a plain Circuit: circuit(x) and bioprop.evaluate run its "
                 "feedforward sweep, not the settling. Build it with "
-                "bioprop.dynamics.layered_dynamical(...) (a DynamicalCircuit) so that test "
+                "bioprop.settling.dynamics.layered_dynamical(...) (a DynamicalCircuit) so that test "
                 "metrics are read at the free fixed point",
                 UserWarning,
                 stacklevel=3,
@@ -361,7 +369,7 @@ class EquilibriumPropagation(Rule):
         ``settling``         ``energy, cost, total_energy (time, sample)``, ``phase (time)``,
         ``beta``, ``free_steps``, ``free_residual``, ``free_converged``.
         """
-        from bioprop.recorder import ExtraVariable
+        from bioprop.recording.writer import ExtraVariable
 
         s = self._settling(circuit)
         self._trace_samples = int(samples)

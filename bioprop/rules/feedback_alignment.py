@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import torch
 
-from bioprop import init as _init
-from bioprop.circuit import Circuit, SweepState
-from bioprop.losses import Loss
-from bioprop.pathway import Pathway, SignSymmetricPathway
-from bioprop.rules.base import Rule, Signals, write_pathway_grads
+from bioprop.core import init as _init
+from bioprop.core.circuit import Circuit, SweepState
+from bioprop.core.losses import Loss
+from bioprop.core.pathway import Pathway, SignSymmetricPathway
+from bioprop.rules.contract import Rule, Signals, write_pathway_grads
 from bioprop.rules.registry import register
 
 __all__ = ["FeedbackAlignment", "DirectFeedbackAlignment", "SignSymmetry"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from bioprop.rules.base import Rule
+    from bioprop.rules.contract import Rule
 
 _REGISTRY: dict[str, type[Rule]] = {}
 

@@ -51,7 +51,7 @@ listed in ``circuit.pathways`` with ``role="feedback"`` and ``plastic=True``, na
 population.  The rule writes their parameters' ``.grad`` so the trainer's optimizer trains
 them with the circuit.  On recording steps the rule records, per interface, the synthetic
 gradient ĝ_l, the true ∂ℓ_n/∂h_l (autograd, same batch and weights) and the bootstrapped
-target δ̃_l in the group ``interfaces/<population>`` (see :mod:`bioprop.analysis_dni`).
+target δ̃_l in the group ``interfaces/<population>`` (see :mod:`bioprop.analysis.dni`).
 """
 
 from __future__ import annotations
@@ -63,12 +63,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from bioprop import activations as _activations
-from bioprop import init as _init
-from bioprop.circuit import Circuit, SweepState
-from bioprop.losses import Loss
-from bioprop.pathway import Pathway
-from bioprop.rules.base import Rule, Signals, write_pathway_grads
+from bioprop.core import activations as _activations
+from bioprop.core import init as _init
+from bioprop.core.circuit import Circuit, SweepState
+from bioprop.core.losses import Loss
+from bioprop.core.pathway import Pathway
+from bioprop.rules.contract import Rule, Signals, write_pathway_grads
 from bioprop.rules.registry import register
 
 __all__ = [
@@ -393,7 +393,7 @@ class VFBNPathway(_ModulePathway):
 
 
 class _Act(nn.Module):
-    """An activation from :mod:`bioprop.activations` as an ``nn.Module``."""
+    """An activation from :mod:`bioprop.core.activations` as an ``nn.Module``."""
 
     def __init__(self, act: _activations.Activation) -> None:
         super().__init__()
@@ -671,7 +671,7 @@ class _InterfaceRule(Rule):
         """``interfaces/<population>``: ``synthetic`` ĝ_l, ``true`` ∂ℓ_n/∂h_l (backprop),
         ``target`` δ̃_l (bootstrapped; NaN on steps the module does not learn) of dims
         ``(sample, neuron)``; scalars ``module_loss`` and ``updated`` (the layer below)."""
-        from bioprop.recorder import ExtraVariable
+        from bioprop.recording.writer import ExtraVariable
 
         self.record_samples = samples
         out: dict[str, dict[str, Any]] = {}

@@ -58,7 +58,7 @@ def layered(
     (default ``PoissonEncoder()``) for the input; ``init`` draws the weights (in units of
     the model's ``w_unit``).
     """
-    from bioprop.circuit import Circuit, layer_names
+    from bioprop.core.circuit import Circuit, layer_names
 
     sizes = list(sizes)
     names = layer_names(sizes)

@@ -33,7 +33,7 @@ from typing import Any
 
 from brian2 import Hz, Mohm, NeuronGroup, Quantity, ms, mV, nA
 
-from bioprop.population import check_name_and_size
+from bioprop.core.population import check_name_and_size
 from bioprop.spiking.units import check_quantity, to_str
 
 __all__ = ["NeuronModel", "LIF", "AdaptiveLIF", "SpikingPopulation", "lif_rate"]

@@ -34,7 +34,7 @@ import numpy as np
 from brian2 import Quantity, SpikeMonitor, StateMonitor, get_unit, ms, second
 from brian2.units.fundamentalunits import DIMENSIONLESS
 
-from bioprop.recorder import _to_attr, pathway_group, population_group
+from bioprop.recording.writer import _to_attr, pathway_group, population_group
 from bioprop.spiking.encoding import Schedule
 from bioprop.spiking.network import SpikingNetwork
 from bioprop.spiking.units import check_quantity

@@ -37,8 +37,8 @@ from typing import Any
 import torch
 from brian2 import Hz, Quantity, ms, mV
 
-from bioprop import init as _init
-from bioprop.pathway import Pathway
+from bioprop.core import init as _init
+from bioprop.core.pathway import Pathway
 from bioprop.spiking.units import check_quantity, to_str
 
 __all__ = ["ThreeFactorFA"]
@@ -99,7 +99,7 @@ class ThreeFactorFA:
         """Install one fixed feedback pathway per feedforward pathway that leaves a hidden
         population: ``target -> source``, role ``feedback``, ``mirrors`` the forward one,
         weight B drawn with ``feedback_init`` (shape source.size × target.size)."""
-        from bioprop import seeding
+        from bioprop.core import seeding
 
         gen = generator or seeding.generator(circuit.seed, "feedback")
         spec = _init.resolve(self.feedback_init, _init.uniform(1.0))

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from bioprop.circuit import Circuit
+from bioprop.core.circuit import Circuit
 
 __all__ = ["rate_twin", "bp_update_at_rates"]
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from bioprop.analysis import Rec, _tree, angle
+from bioprop.analysis.alignment import Rec, _tree, angle
 
 __all__ = [
     "interfaces",

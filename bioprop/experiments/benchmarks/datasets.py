@@ -18,8 +18,8 @@ import time
 
 import torch
 
-from bioprop import bench
 from bioprop.data.base import Dataset
+from bioprop.experiments import bench
 
 
 def _fmnist(quick: bool, device: str) -> Dataset:

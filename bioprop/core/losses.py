@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from bioprop.activations import Activation
+from bioprop.core.activations import Activation
 
 __all__ = ["Loss", "MSE", "CrossEntropy", "get", "names"]
 

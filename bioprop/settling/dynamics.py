@@ -42,9 +42,9 @@ from dataclasses import dataclass
 
 import torch
 
-from bioprop import init as _init
-from bioprop.circuit import Circuit
-from bioprop.pathway import Pathway, TransposePathway
+from bioprop.core import init as _init
+from bioprop.core.circuit import Circuit
+from bioprop.core.pathway import Pathway, TransposePathway
 
 __all__ = [
     "Settling",
@@ -95,7 +95,7 @@ class Settling:
     bounded
         Keep ``hard-sigmoid`` states in [0, 1] by projection after each step (as
         Scellier & Bengio's code does).  Off: plain Euler with ρ' from
-        :mod:`bioprop.activations` (then a state at exactly 0 has ρ' = 0 and never moves).
+        :mod:`bioprop.core.activations` (then a state at exactly 0 has ρ' = 0 and never moves).
     check_every
         With a tolerance, measure |du/dt| every this many steps (each check syncs).
     """
@@ -232,7 +232,7 @@ def check_dynamical(circuit: Circuit) -> None:
             raise ValueError(
                 f"population {name!r} has dynamics={pop.dynamics!r}; settling (equilibrium "
                 "propagation) needs dynamics='leaky' for every population but the clamped "
-                "input. Build the circuit with bioprop.dynamics.layered_dynamical(...) or "
+                "input. Build the circuit with bioprop.settling.dynamics.layered_dynamical(...) or "
                 "add_population(..., dynamics='leaky')"
             )
     for pw in circuit.pathways.values():

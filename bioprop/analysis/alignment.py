@@ -38,7 +38,7 @@ Rec = xr.DataTree | str | os.PathLike
 def _tree(rec: Rec) -> xr.DataTree:
     if isinstance(rec, xr.DataTree):
         return rec
-    from bioprop.io import load
+    from bioprop.recording.load import load
 
     return load(rec)
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bioprop.init import Init
+from bioprop.core.init import Init
 
 __all__ = ["Pathway", "SignSymmetricPathway", "TransposePathway", "ROLES"]
 

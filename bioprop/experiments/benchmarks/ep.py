@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import torch
 
-from bioprop import bench
-from bioprop import dynamics as _dyn
-from bioprop import init as _init
+from bioprop.core import init as _init
+from bioprop.experiments import bench
+from bioprop.settling import dynamics as _dyn
 
 SIZES = (784, 500, 10)
 BATCH = 20
@@ -39,7 +39,7 @@ def ep_circuit(seed: int = 0) -> _dyn.DynamicalCircuit:
 
 def _epoch(rule: str, data, device: str):
     from bioprop.rules import get
-    from bioprop.trainer import train
+    from bioprop.training.loop import train
 
     def go():
         c = ep_circuit()

@@ -135,6 +135,6 @@ def resolve(spec: Init | str | None, default: Init | None = None) -> Init:
             return _NAMED[spec]()
         raise ValueError(
             f"unknown initialiser {spec!r}; use one of {sorted(_NAMED)} "
-            "or an object such as bioprop.init.uniform(0.05)"
+            "or an object such as bioprop.core.init.uniform(0.05)"
         )
-    raise TypeError(f"init must be a bioprop.init.Init or a name, got {type(spec).__name__}")
+    raise TypeError(f"init must be a bioprop.core.init.Init or a name, got {type(spec).__name__}")

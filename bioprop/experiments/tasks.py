@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bioprop import data as _data
-from bioprop import init as _init
 from bioprop import rules as _rules
-from bioprop.circuit import Circuit
+from bioprop.core import init as _init
+from bioprop.core.circuit import Circuit
 from bioprop.data.base import Dataset
 
 __all__ = ["Task", "get", "names", "describe", "register"]

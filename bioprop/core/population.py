@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from bioprop import activations
+from bioprop.core import activations
 
 __all__ = ["Population", "DYNAMICS", "check_name_and_size"]
 
@@ -44,7 +44,7 @@ class Population:
     size
         Number of units.
     activation
-        Name of the activation ``f`` (see :func:`bioprop.activations.names`).
+        Name of the activation ``f`` (see :func:`bioprop.core.activations.names`).
     dynamics
         ``"instant"`` (feedforward sweep) or ``"leaky"`` (settling).
     tau

@@ -32,8 +32,9 @@ import h5py
 import numpy as np
 import torch
 
-from bioprop.circuit import Circuit
-from bioprop.rules.base import Signals
+from bioprop.core.circuit import Circuit
+from bioprop.rules.contract import Signals
+from bioprop.rules.reference import Reference
 
 __all__ = ["Record", "Recorder", "ExtraVariable", "VARIABLES"]
 
@@ -358,12 +359,12 @@ class Recorder:
         step: int,
         epoch: int,
         signals: Signals,
-        reference: tuple[dict, dict, torch.Tensor] | None = None,
+        reference: Reference | None = None,
         evaluation: dict[str, float] | None = None,
     ) -> None:
         """Append one record: the circuit's current weights, the rule's ``.grad`` and
-        ``signals``, and the shadow backprop ``reference`` (grads, deltas, loss)."""
-        ref_grads, ref_delta = ({}, {}) if reference is None else reference[:2]
+        ``signals``, and the family's exact ``reference`` for the same batch."""
+        ref_grads, ref_delta = ({}, {}) if reference is None else (reference.grads, reference.delta)
         self._this_record = set()
         i, gv = self._append("metrics", step)
         gv["epoch"].write(i, epoch)

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from bioprop import init as _init
-from bioprop.pathway import Pathway
-from bioprop.population import Population
+from bioprop.core import init as _init
+from bioprop.core.pathway import Pathway
+from bioprop.core.population import Population
 
 __all__ = ["Circuit", "SweepState", "layer_names"]
 
@@ -60,8 +60,8 @@ class Circuit(nn.Module):
     >>> c.add_population("input", 30)
     >>> c.add_population("hidden", 20, activation="tanh")
     >>> c.add_population("output", 10)
-    >>> c.connect("input", "hidden", init=bioprop.init.uniform(0.01))
-    >>> c.connect("hidden", "output", init=bioprop.init.uniform(0.01))
+    >>> c.connect("input", "hidden", init=bioprop.core.init.uniform(0.01))
+    >>> c.connect("hidden", "output", init=bioprop.core.init.uniform(0.01))
     """
 
     def __init__(self, seed: int = 0):
@@ -342,6 +342,20 @@ class Circuit(nn.Module):
             self._incoming = {n: self.incoming(n) for n in out}
             self._spiking = [n for n in out if self.populations[n].kind == "spiking"]
         return self._order
+
+    @property
+    def kind(self) -> str:
+        """The circuit kind, which decides the rules that can train it and the loop that
+        runs them: ``"spiking"`` (a population simulated by brian2), ``"settling"`` (a
+        ``leaky`` population: the circuit relaxes to a fixed point), else ``"layered"``
+        (a feedforward sweep).  :class:`bioprop.recurrent.RecurrentCircuit` is
+        ``"recurrent"``."""
+        pops = self.populations.values()
+        if any(p.kind == "spiking" for p in pops):
+            return "spiking"
+        if any(getattr(p, "dynamics", "instant") == "leaky" for p in pops):
+            return "settling"
+        return "layered"
 
     def hidden(self) -> list[str]:
         """Populations that are neither input nor output, in sweep order."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from bioprop.analysis import angle
+from bioprop.analysis.alignment import angle
 
 __all__ = [
     "boundary_gradients",

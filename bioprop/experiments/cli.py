@@ -13,7 +13,7 @@ def _csv(s: str) -> list[str]:
 
 
 def _cmd_compare(args) -> int:
-    from bioprop.compare import compare, format_table
+    from bioprop.experiments.compare import compare, format_table
 
     ds = compare(
         task=args.task,
@@ -41,7 +41,7 @@ def _cmd_rules(args) -> int:
 
 
 def _cmd_tasks(args) -> int:
-    from bioprop import tasks
+    from bioprop.experiments import tasks
 
     for name, desc in tasks.describe().items():
         print(f"{name:<16} {desc}")
@@ -49,7 +49,7 @@ def _cmd_tasks(args) -> int:
 
 
 def _cmd_inspect(args) -> int:
-    from bioprop.io import load
+    from bioprop.recording.load import load
 
     rec = load(args.file)
     a = dict(rec.attrs)
@@ -95,7 +95,7 @@ def _cmd_inspect(args) -> int:
 
 
 def _cmd_bench(args) -> int:
-    from bioprop.bench import format_bench, run_bench
+    from bioprop.experiments.bench import format_bench, run_bench
 
     res = run_bench(quick=args.quick, only=args.only, repeats=args.repeats, device=args.device)
     if args.json:

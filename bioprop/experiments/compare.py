@@ -19,10 +19,10 @@ import numpy as np
 import xarray as xr
 
 from bioprop import analysis
-from bioprop import tasks as _tasks
-from bioprop.io import load
-from bioprop.recorder import Record
-from bioprop.trainer import DivergenceError, train
+from bioprop.experiments import tasks as _tasks
+from bioprop.recording.load import load
+from bioprop.recording.writer import Record
+from bioprop.training.loop import DivergenceError, train
 
 __all__ = ["compare", "check_output_dir", "format_table", "plot_report"]
 

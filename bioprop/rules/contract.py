@@ -1,12 +1,18 @@
-"""The learning-rule interface: a rule is a *gradient estimator*.
+"""The rule contract: every learning rule, of every family, is a *gradient estimator*.
 
-Given a circuit and a batch, a rule computes the teaching signal each
-population receives (an error δ, a target, a nudged state, ...) through the
-circuit's feedback pathways, and writes a pseudo-gradient ĝ into ``.grad`` of
-every plastic parameter it trains.  Any ``torch.optim`` optimizer then applies
-it.  A rule installs the feedback pathways it needs when it is attached.
+A rule states which circuit kind it runs on (:attr:`Rule.kind`: ``layered``, ``settling``,
+``recurrent`` or ``spiking``) and can refuse a circuit it cannot handle
+(:meth:`Rule.supports` returns what it needs, like brian2's state updaters refusing
+equations they cannot integrate).  Attached to a circuit it installs the feedback pathways
+it needs (:meth:`Rule.attach`).  One :meth:`Rule.step` on a batch computes the teaching
+signal each population receives through those pathways and writes a pseudo-gradient ĝ
+into ``.grad`` of every plastic parameter it trains; any ``torch.optim`` optimizer then
+applies it (a spiking rule runs its brian2 equations instead and writes the weights back).
+:meth:`Rule.reference` returns the family's exact reference for the same batch — autograd
+bp, BPTT through the settling, BPTT through time, or the rate twin's bp — as one
+:class:`~bioprop.rules.reference.Reference`.
 
-A step has two phases so that locality can be tested from outside:
+A layered step has two phases so that locality can be tested from outside:
 
 * :meth:`Rule.forward` — the forward sweep, returning a :class:`SweepState`;
 * :meth:`Rule.teach` — everything after it: teaching signals and ``.grad``.
@@ -21,10 +27,25 @@ from typing import Any, ClassVar
 
 import torch
 
-from bioprop.circuit import Circuit, SweepState
-from bioprop.losses import Loss
+from bioprop.core import seeding
+from bioprop.core.circuit import Circuit, SweepState
+from bioprop.core.losses import Loss
+from bioprop.rules.reference import Reference
 
-__all__ = ["Rule", "Signals", "write_pathway_grads"]
+__all__ = [
+    "KINDS",
+    "Rule",
+    "Signals",
+    "UnsupportedCircuitError",
+    "write_pathway_grads",
+]
+
+#: The circuit kinds a rule can run on (see :attr:`bioprop.Circuit.kind`).
+KINDS = ("layered", "settling", "recurrent", "spiking")
+
+
+class UnsupportedCircuitError(ValueError):
+    """A rule was given a circuit it cannot train; the message says what it needs."""
 
 
 @dataclass
@@ -34,14 +55,14 @@ class Signals:
     Attributes
     ----------
     loss
-        Batch-mean loss L of the clean forward sweep (a detached scalar).
+        Batch-mean loss L of the clean forward pass (a detached scalar).
     output
-        Output rates of that sweep (detached), for error counting.
+        Output rates of that pass (detached), for error counting.
     delta
         Teaching signal per population, per sample: ``{population: (N, n)}``.
         For error-propagating rules δ_p ≈ ∂ℓ_n/∂u_p.
     rates
-        Rates r of each population in the clean sweep (filled in by :meth:`Rule.step`).
+        Rates r of each population in the clean pass (filled in by :meth:`Rule.step`).
     extra
         Rule-specific quantities for the caller (not recorded).
     records
@@ -58,20 +79,45 @@ class Signals:
 
 
 class Rule:
-    """Base class of learning rules.  Subclasses set ``name`` and ``description``,
-    and implement :meth:`teach` (and :meth:`install` if they need feedback pathways)."""
+    """Base class of learning rules of every family.
+
+    Subclasses set ``name``, ``description`` and ``kind``, and implement :meth:`teach`
+    (layered and settling rules) or :meth:`step` (recurrent and spiking rules), plus
+    :meth:`install` if they need feedback pathways and :meth:`reference` if their family's
+    exact reference is not autograd bp through the feedforward sweep.
+    """
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
+    #: the circuit kind this rule runs on (one of :data:`KINDS`)
+    kind: ClassVar[str] = "layered"
 
     def __init__(self) -> None:
         self.circuit: Circuit | None = None
         self.installed: list[str] = []
 
+    # -- which circuits ------------------------------------------------------------------
+    def supports(self, circuit: Circuit) -> str | None:
+        """``None`` if this rule can train ``circuit``, else a sentence saying what it needs.
+
+        The default accepts circuits of this rule's :attr:`kind`; families refine it."""
+        if getattr(circuit, "kind", None) != self.kind:
+            return (
+                f"rule {self.name!r} trains {self.kind} circuits, but this circuit is "
+                f"{getattr(circuit, 'kind', type(circuit).__name__)}"
+            )
+        return None
+
+    def check(self, circuit: Circuit) -> None:
+        """Raise :class:`UnsupportedCircuitError` if :meth:`supports` refuses ``circuit``."""
+        why = self.supports(circuit)
+        if why:
+            raise UnsupportedCircuitError(why)
+
     # -- attaching -----------------------------------------------------------------------
     def attach(self, circuit: Circuit, generator: torch.Generator | None = None) -> Rule:
         """Install this rule's feedback pathways into ``circuit`` (drawn from ``generator``,
-        by default one seeded from ``circuit.seed + 1``).  Returns self."""
+        by default ``seeding.generator(circuit.seed, "feedback")``).  Returns self."""
         if self.circuit is circuit:
             return self
         if self.circuit is not None:
@@ -79,9 +125,11 @@ class Rule:
                 f"rule {self.name!r} is already attached to another circuit; make a new rule "
                 f"with bioprop.rules.get({self.name!r}) for this one"
             )
+        self.check(circuit)
         if generator is None:
-            generator = torch.Generator().manual_seed(circuit.seed + 1)
-        circuit.order()  # validate the circuit before installing anything
+            generator = seeding.generator(circuit.seed, "feedback")
+        if self.kind in ("layered", "settling"):
+            circuit.order()  # validate the circuit before installing anything
         self.circuit = circuit
         self.installed = []
         self.install(circuit, generator)
@@ -104,19 +152,34 @@ class Rule:
         """Compute teaching signals and write ``.grad``; return the :class:`Signals`."""
         raise NotImplementedError
 
-    def step(self, circuit: Circuit, x: torch.Tensor, y: torch.Tensor, loss: Loss) -> Signals:
-        """``forward`` then ``teach``.  ``.grad`` of trained parameters is overwritten;
-        parameters the rule does not train are left with ``.grad = None``."""
+    def step(self, circuit: Circuit, x: torch.Tensor, y: Any, loss: Loss) -> Signals:
+        """One update on a batch: ``forward`` then ``teach``.  ``.grad`` of trained
+        parameters is overwritten; parameters the rule does not train are left with
+        ``.grad = None``."""
         state = self.forward(circuit, x)
         signals = self.teach(circuit, state, y, loss)
         if not signals.rates:
             signals.rates = state.r
         return signals
 
+    def reference(self, circuit: Circuit, x: torch.Tensor, y: Any, loss: Loss) -> Reference:
+        """The family's exact reference for this batch, leaving ``.grad`` alone.
+
+        Default (layered and settling rules): autograd bp through the feedforward sweep."""
+        from bioprop.rules.reference import backprop
+
+        return backprop(circuit, x, y, loss)
+
     # -- bookkeeping ---------------------------------------------------------------------
+    def parameter_groups(self, circuit: Circuit) -> list[dict[str, Any]]:
+        """Optimizer parameter groups beyond the circuit's forward parameters, each a dict
+        with ``params`` and optionally ``name`` and ``lr`` (e.g. a synthetic-gradient
+        module at its own learning rate).  Default: none."""
+        return []
+
     def record_variables(self, circuit: Circuit, samples: int) -> dict[str, dict[str, Any]]:
         """Rule-specific variables to lay out in recordings:
-        ``{group path: {name: bioprop.recorder.ExtraVariable}}`` (default none).
+        ``{group path: {name: bioprop.recording.writer.ExtraVariable}}`` (default none).
         On recording steps the trainer sets ``self.recording = True`` before the step,
         and the rule fills ``Signals.records`` with matching values."""
         return {}

@@ -22,12 +22,11 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from bioprop import losses as _losses
-from bioprop.circuit import Circuit
+from bioprop.core import losses as _losses
+from bioprop.core.circuit import Circuit
 from bioprop.data.base import Dataset
-from bioprop.recorder import Record, Recorder
-from bioprop.rules.backprop import reference
-from bioprop.rules.base import Rule
+from bioprop.recording.writer import Record, Recorder
+from bioprop.rules.contract import Rule
 
 __all__ = ["train", "Run", "Checkpoint", "DivergenceError", "evaluate", "make_optimizer"]
 
@@ -381,7 +380,7 @@ def train(
                 idx = order[b * batch_size : (b + 1) * batch_size]
                 x, y = x_all[idx], y_all[idx]
                 recording = recorder is not None and record.due(step)
-                ref = reference(circuit, x, y, loss) if recording and record.shadow else None
+                ref = rule.reference(circuit, x, y, loss) if recording and record.shadow else None
                 opt.zero_grad(set_to_none=True)
                 rule.recording = recording
                 signals = rule.step(circuit, x, y, loss)

@@ -27,10 +27,10 @@ from dataclasses import dataclass
 
 import torch
 
-from bioprop import init as _init
-from bioprop.circuit import Circuit
+from bioprop.core import init as _init
+from bioprop.core.circuit import Circuit
 from bioprop.data.base import Dataset
-from bioprop.trainer import _epoch_order
+from bioprop.training.loop import _epoch_order
 
 __all__ = ["run_bench", "format_bench", "BENCHMARKS", "interleaved_ratio"]
 
@@ -86,7 +86,7 @@ def lillicrap_circuit(seed: int = 0) -> Circuit:
 
 
 def _trainer_epoch(rule: str, data: Dataset, batch: int, device: str, record=None):
-    from bioprop.trainer import train
+    from bioprop.training.loop import train
 
     def go():
         c = lillicrap_circuit()
@@ -186,7 +186,7 @@ def _recording_overhead(quick: bool, repeats: int, device: str) -> dict:
     import tempfile
     from pathlib import Path
 
-    from bioprop.recorder import Record
+    from bioprop.recording.writer import Record
 
     data = mnist_shaped(6000 if quick else 60000, device=device)
     tmp = Path(tempfile.mkdtemp(prefix="bioprop-bench-"))
@@ -258,11 +258,11 @@ def run_bench(
 
 
 def _load_extensions() -> None:
-    """Import every module of :mod:`bioprop.benchmarks` (each registers its benchmarks)."""
+    """Import every module of :mod:`bioprop.experiments.benchmarks` (each registers its benchmarks)."""
     import importlib
     import pkgutil
 
-    import bioprop.benchmarks as pkg
+    import bioprop.experiments.benchmarks as pkg
 
     for m in pkgutil.iter_modules(pkg.__path__):
         if not m.name.startswith("_"):

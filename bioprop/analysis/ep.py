@@ -7,7 +7,7 @@ itself (``trajectory`` per population, ``energy``/``cost``/``total_energy`` in
 ``/settling``).  See ``docs/ep.md``.
 
 Angles are in degrees (signed cosine, 0° parallel, 90° orthogonal), as in
-:mod:`bioprop.analysis`.  (``weight_update_bp`` in an EP recording is the *feedforward
+:mod:`bioprop.analysis.alignment`.  (``weight_update_bp`` in an EP recording is the *feedforward
 twin's* backprop gradient, from the trainer's shadow reference; ``update_angle`` there
 compares EP with that, these functions with BPTT on the settling circuit itself.)
 """
@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from bioprop.analysis import Rec, _node, _tree, _var, angle
+from bioprop.analysis.alignment import Rec, _node, _tree, _var, angle
 
 __all__ = [
     "bptt_angle",

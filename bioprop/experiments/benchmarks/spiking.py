@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bioprop import bench
+from bioprop.experiments import bench
 
 SIZES = (196, 100, 10)
 DT_MS = 0.5

@@ -1,1 +1,0 @@
-"""Further benchmarks: each module here calls :func:`bioprop.bench.register` on import."""

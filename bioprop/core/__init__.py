@@ -1,0 +1,1 @@
+"""The core model: populations, pathways, circuits, activations, initialisers, losses, seeds."""

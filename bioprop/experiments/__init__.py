@@ -1,0 +1,1 @@
+"""The experiment-facing layer: tasks, ``compare``, the benchmark harness and the CLI."""

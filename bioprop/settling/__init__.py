@@ -1,0 +1,1 @@
+"""Settling circuits: leaky populations relaxing to a fixed point (equilibrium propagation)."""

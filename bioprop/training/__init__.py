@@ -1,0 +1,1 @@
+"""Training: the one ``train`` entry point, the optimizer builder and evaluation."""
