@@ -28,7 +28,8 @@ __all__ = [
 from bioprop import analysis  # noqa: E402
 from bioprop.recording.load import load  # noqa: E402
 from bioprop.recording.writer import Record, Recorder  # noqa: E402
-from bioprop.training.loop import Checkpoint, DivergenceError, Run, evaluate, train  # noqa: E402
+from bioprop.training.run import Checkpoint, DivergenceError, Run, evaluate  # noqa: E402
+from bioprop.training.train import train  # noqa: E402
 
 __all__ += [
     "analysis",

@@ -41,7 +41,7 @@ import bioprop as bp
 from bioprop import spiking as sp
 from bioprop.data.mnist import MissingDataError
 from bioprop.experiments.bench import mnist_shaped
-from bioprop.training.loop import _epoch_order
+from bioprop.training.loop import epoch_order
 
 import _common as C
 
@@ -177,8 +177,8 @@ def twin_run(args, rule: str, s: int, x_tr, l_tr, x_te, l_te, B: torch.Tensor):
         with torch.no_grad():
             fb.weight.copy_(B)
     n = len(l_tr)
-    # bp.train presents x[_epoch_order(seed, 0, n)]: undo it, so that it presents x_tr in order
-    inverse = torch.argsort(_epoch_order(train_seed, 0, n))
+    # bp.train presents x[epoch_order(seed, 0, n)]: undo it, so that it presents x_tr in order
+    inverse = torch.argsort(epoch_order(train_seed, 0, n))
     y_tr = torch.nn.functional.one_hot(torch.as_tensor(l_tr), 10).float()
     data = bp.data.Dataset(
         "twin",
@@ -225,7 +225,7 @@ def main(argv=None) -> None:
     curves, paths, walls, sims = {}, {k: [] for k in results}, {k: [] for k in results}, []
     for s in range(args.seeds):
         data_seed, _, _ = C.seeds(s)
-        order = _epoch_order(data_seed, 0, data.x_train.shape[0])[: args.train]
+        order = epoch_order(data_seed, 0, data.x_train.shape[0])[: args.train]
         x_tr, l_tr = data.x_train[order].numpy(), data.y_train[order].numpy()
         x_te, l_te = data.x_test[: args.test].numpy(), data.y_test[: args.test].numpy()
         run, path, B = spiking_run(args, data, s, x_tr, l_tr, x_te, l_te)

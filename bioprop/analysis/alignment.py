@@ -12,10 +12,12 @@ vector is zero.  NaN entries (unfilled samples) are skipped.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Hashable, Sequence
 
 import numpy as np
+import torch
 import xarray as xr
 
 __all__ = [
@@ -77,8 +79,27 @@ def cosine(a: xr.DataArray, b: xr.DataArray, dims: Sequence[Hashable]) -> xr.Dat
     return (dot / denom.where(denom > 0)).clip(-1.0, 1.0)
 
 
-def angle(a: xr.DataArray, b: xr.DataArray, dims: Sequence[Hashable]) -> xr.DataArray:
-    """∠(a, b) in degrees over ``dims``: arccos of the signed cosine."""
+def angle(a, b, dims: Sequence[Hashable] | None = None):
+    """∠(a, b) in degrees: arccos of the signed cosine ⟨a, b⟩ / (‖a‖ ‖b‖).
+
+    The one angle of the toolkit.  On ``xarray.DataArray`` inputs it is taken over
+    ``dims`` (NaN entries skipped; other dims, e.g. ``step``, are kept).  On torch tensors
+    or numpy arrays it is taken over all entries and returned as a float (NaN when either
+    is zero), for code that compares live gradients (settling, recurrent, two networks).
+    """
+    if not isinstance(a, xr.DataArray):
+        if isinstance(a, torch.Tensor):
+            a = a.detach().cpu().double().numpy()
+        if isinstance(b, torch.Tensor):
+            b = b.detach().cpu().double().numpy()
+        a = np.asarray(a, dtype=np.float64).ravel()
+        b = np.asarray(b, dtype=np.float64).ravel()
+        denom = float(np.linalg.norm(a) * np.linalg.norm(b))
+        if denom == 0.0:
+            return math.nan
+        return math.degrees(math.acos(max(-1.0, min(1.0, float(a @ b) / denom))))
+    if dims is None:
+        raise TypeError("angle of DataArrays needs dims=, e.g. ('post', 'pre')")
     out = np.degrees(np.arccos(cosine(a, b, dims)))
     out.attrs["units"] = "degree"
     return out

@@ -69,8 +69,8 @@ class Dataset:
         if self.kind != "classification" or one_hot == self.one_hot:
             return self
         if one_hot:
-            eye = torch.eye(self.n_classes)
-            return replace(self, y_train=eye[self.y_train], y_test=eye[self.y_test])
+            n = self.n_classes
+            return replace(self, y_train=one_hot(self.y_train, n), y_test=one_hot(self.y_test, n))
         return replace(self, y_train=self.y_train.argmax(1), y_test=self.y_test.argmax(1))
 
     def to(self, device: str | torch.device) -> Dataset:

@@ -30,7 +30,7 @@ import torch
 from bioprop.core import init as _init
 from bioprop.core.circuit import Circuit
 from bioprop.data.base import Dataset
-from bioprop.training.loop import _epoch_order
+from bioprop.training.loop import epoch_order
 
 __all__ = ["run_bench", "format_bench", "BENCHMARKS", "interleaved_ratio"]
 
@@ -86,7 +86,7 @@ def lillicrap_circuit(seed: int = 0) -> Circuit:
 
 
 def _trainer_epoch(rule: str, data: Dataset, batch: int, device: str, record=None):
-    from bioprop.training.loop import train
+    from bioprop.training.train import train
 
     def go():
         c = lillicrap_circuit()
@@ -132,7 +132,7 @@ def handloop_fa(
         fb = (B if B is not None else torch.rand(1000, 10) * 0.1 - 0.05).to(device)
         x_all, y_all = data.x_train, data.y_train
         n = x_all.shape[0]
-        order = _epoch_order(0, 0, n).to(device)
+        order = epoch_order(0, 0, n).to(device)
         total = torch.zeros((), device=device)
         with torch.no_grad():
             for i in range(0, n, batch):

@@ -35,8 +35,8 @@ def _cmd_compare(args) -> int:
 def _cmd_rules(args) -> int:
     from bioprop import rules
 
-    for name, desc in rules.describe().items():
-        print(f"{name:<20} {desc}")
+    for name, kind, desc in rules.entries():
+        print(f"{name:<18} {kind:<10} {desc}")
     return 0
 
 

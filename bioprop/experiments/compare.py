@@ -22,7 +22,8 @@ from bioprop import analysis
 from bioprop.experiments import tasks as _tasks
 from bioprop.recording.load import load
 from bioprop.recording.writer import Record
-from bioprop.training.loop import DivergenceError, train
+from bioprop.training.run import DivergenceError
+from bioprop.training.train import train
 
 __all__ = ["compare", "check_output_dir", "format_table", "plot_report"]
 

@@ -120,8 +120,8 @@ def _nonlinear(seed: int, quick: bool) -> Dataset:
 
 def _image(name: str) -> Callable[[int, bool], Dataset]:
     def load(seed: int, quick: bool) -> Dataset:
-        ds = _data.load(name)
-        return ds.subset(2000, 1000) if quick else ds
+        # quick: 2000/1000 samples, or a synthetic stand-in when the files are not on disk
+        return _data.load_for_run(name, quick=quick, quick_size=(2000, 1000))
 
     return load
 

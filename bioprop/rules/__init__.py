@@ -18,14 +18,14 @@ from bioprop.rules.contract import (
     UnsupportedCircuitError,
     write_pathway_grads,
 )
-from bioprop.rules.reference import Reference
-from bioprop.rules.reference import backprop as bp_reference
 from bioprop.rules.feedback_alignment import (
     DirectFeedbackAlignment,
     FeedbackAlignment,
     SignSymmetry,
 )
-from bioprop.rules.registry import describe, get, names, register
+from bioprop.rules.reference import Reference
+from bioprop.rules.reference import backprop as bp_reference
+from bioprop.rules.registry import describe, entries, get, kinds_of, names, register
 
 for _m in pkgutil.iter_modules(__path__):
     if not _m.name.startswith("_"):
@@ -42,6 +42,8 @@ __all__ = [
     "get",
     "names",
     "describe",
+    "entries",
+    "kinds_of",
     "register",
     "Backprop",
     "FeedbackAlignment",

@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import math
 import os
-import platform
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,184 +20,26 @@ import torch
 from tqdm import tqdm
 
 from bioprop.core import losses as _losses
+from bioprop.core import seeding
 from bioprop.core.circuit import Circuit
 from bioprop.data.base import Dataset
+from bioprop.recording.provenance import provenance
 from bioprop.recording.writer import Record, Recorder
 from bioprop.rules.contract import Rule
+from bioprop.training.optim import make_optimizer
+from bioprop.training.run import Checkpoint, DivergenceError, Run, evaluate
 
-__all__ = ["train", "Run", "Checkpoint", "DivergenceError", "evaluate", "make_optimizer"]
-
-
-class DivergenceError(RuntimeError):
-    """Training produced NaN or Inf.  ``step``, ``pathway``, ``rule`` and ``record_path``
-    say where; the recording up to that point is kept."""
-
-    def __init__(self, message: str, step: int, pathway: str | None, rule: str, record_path=None):
-        super().__init__(message)
-        self.step = step
-        self.pathway = pathway
-        self.rule = rule
-        self.record_path = record_path
-
-
-@dataclass
-class Checkpoint:
-    """Save training state to ``path`` every ``every`` steps (and at the end)."""
-
-    path: str | os.PathLike
-    every: int = 1000
-
-    def __post_init__(self):
-        if not isinstance(self.every, int) or self.every < 1:
-            raise ValueError(
-                f"Checkpoint(every=...) must be a positive integer, got {self.every!r}"
-            )
-        self.path = Path(self.path)
-
-
-@dataclass
-class Run:
-    """What :func:`train` returns."""
-
-    circuit: Circuit
-    rule: Rule
-    data: Dataset
-    loss: _losses.Loss
-    history: dict[str, list[float]] = field(default_factory=dict)
-    steps: int = 0
-    epochs: int = 0
-    wall_time: float = 0.0
-    record_path: Path | None = None
-
-    @property
-    def final(self) -> dict[str, float]:
-        return {k: v[-1] for k, v in self.history.items() if v}
-
-    def summary(self) -> str:
-        f = self.final
-        parts = [f"rule={self.rule.name}", f"steps={self.steps}", f"epochs={self.epochs}"]
-        for k in ("train_loss", "test_loss", "test_error", "test_nse"):
-            if k in f and not math.isnan(f[k]):
-                parts.append(f"{k}={f[k]:.4g}")
-        parts.append(f"wall={self.wall_time:.1f}s")
-        if self.record_path:
-            parts.append(f"record={self.record_path}")
-        return "  ".join(parts)
-
-
-_OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
-    "sgd": torch.optim.SGD,
-    "adam": torch.optim.Adam,
-    "adamw": torch.optim.AdamW,
-    "rmsprop": torch.optim.RMSprop,
-}
-
-
-def make_optimizer(spec, circuit: Circuit) -> torch.optim.Optimizer:
-    """An optimizer over the circuit's plastic parameters from a spec:
-    ``("sgd", {"lr": 1e-3})``, a name (``"adam"``), a ``torch.optim.Optimizer``
-    instance, or a callable ``circuit -> Optimizer`` (for per-layer learning rates)."""
-    if isinstance(spec, torch.optim.Optimizer):
-        return spec
-    if callable(spec) and not isinstance(spec, str):
-        return spec(circuit)
-    if isinstance(spec, str):
-        spec = (spec, {})
-    name, kwargs = spec
-    try:
-        cls = _OPTIMIZERS[name]
-    except KeyError:
-        raise ValueError(f"unknown optimizer {name!r}; choose one of {list(_OPTIMIZERS)}") from None
-    params = circuit.plastic_parameters()
-    if not params:
-        raise ValueError("the circuit has no plastic parameters to optimise")
-    if name == "sgd" and "lr" not in kwargs:
-        raise ValueError("optimizer ('sgd', {...}) needs a learning rate: ('sgd', {'lr': 1e-3})")
-    return cls(params, **kwargs)
-
-
-@torch.no_grad()
-def evaluate(
-    circuit: Circuit,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    loss: _losses.Loss | str,
-    chunk: int = 4096,
-    classification: bool | None = None,
-) -> dict[str, float]:
-    """Mean loss, and the error rate (classification) or the normalized squared error
-    Σ‖ŷ − y‖² / Σ‖y − ȳ‖² (regression) on ``(x, y)``.
-
-    ``classification`` defaults to: integer labels, or a cross-entropy loss.  Pass it
-    for one-hot targets under a squared-error loss."""
-    loss = _losses.get(loss)
-    total, errors, sq, n = 0.0, 0, 0.0, x.shape[0]
-    if n == 0:
-        return {}
-    if classification is None:
-        classification = y.dim() == 1 or loss.name == "cross-entropy"
-    for i in range(0, n, chunk):
-        out = circuit(x[i : i + chunk])
-        yy = y[i : i + chunk]
-        total += float(loss.per_sample(out, yy).sum())
-        if y.dim() == 1:
-            errors += int((out.argmax(1) != yy).sum())
-        elif classification:
-            errors += int((out.argmax(1) != yy.argmax(1)).sum())
-        else:
-            sq += float(((out - yy) ** 2).sum())
-    res = {"loss": total / n}
-    if y.dim() == 1 or classification:
-        res["error"] = errors / n
-    else:
-        var = float(((y - y.mean(0)) ** 2).sum())
-        res["nse"] = sq / var if var > 0 else float("nan")
-    return res
+__all__ = ["fit"]
 
 
 def _looks_one_hot(data: Dataset) -> bool:
     return data.kind == "classification" and data.y_train.dim() == 2
 
 
-def _epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
+def epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
     """The data order of one epoch: a permutation drawn from (seed, epoch) alone,
     so every rule with the same seed sees the same order and a resumed run too."""
-    g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
-    return torch.randperm(n, generator=g)
-
-
-def _provenance(circuit, rule, data, loss, optimizer, seed, epochs, batch_size) -> dict[str, Any]:
-    import h5netcdf
-    import numpy
-    import xarray
-
-    import bioprop
-
-    return {
-        "rule": rule.name,
-        "rule_hyperparameters": rule.hyperparameters(),
-        "task": data.name,
-        "loss": loss.name,
-        "optimizer": type(optimizer).__name__,
-        "optimizer_hyperparameters": {
-            k: v for k, v in optimizer.defaults.items() if isinstance(v, (int, float, bool, str))
-        },
-        "seed": seed,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "circuit": circuit.describe(),
-        "populations": list(circuit.order()),
-        "input_population": circuit.input,
-        "output_population": circuit.output,
-        "hidden_populations": circuit.hidden(),
-        "bioprop_version": bioprop.__version__,
-        "torch_version": torch.__version__,
-        "numpy_version": numpy.__version__,
-        "xarray_version": xarray.__version__,
-        "h5netcdf_version": h5netcdf.__version__,
-        "python_version": platform.python_version(),
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
+    return torch.randperm(n, generator=seeding.generator(seed, "data order", epoch))
 
 
 def _find_nonfinite(circuit: Circuit) -> tuple[str | None, str]:
@@ -214,7 +53,7 @@ def _find_nonfinite(circuit: Circuit) -> tuple[str | None, str]:
     return None, "loss"
 
 
-def train(
+def fit(
     circuit: Circuit,
     rule: Rule | str,
     data: Dataset,
@@ -297,10 +136,10 @@ def train(
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device='cuda' was asked for but torch sees no CUDA device")
-    rule.attach(circuit, torch.Generator().manual_seed(int(seed) * 7919 + 1))
+    rule.attach(circuit, seeding.generator(seed, "feedback"))
     circuit.to(device)
     data = data.to(device)
-    opt = make_optimizer(optimizer, circuit)
+    opt = make_optimizer(optimizer, circuit, rule)
 
     n = data.x_train.shape[0]
     if n == 0:
@@ -330,7 +169,16 @@ def train(
                 extra=rule.record_variables(circuit, record.samples),
             )
         else:
-            attrs = _provenance(circuit, rule, data, loss, opt, seed, epochs, batch_size)
+            attrs = provenance(
+                circuit,
+                rule,
+                task=data.name,
+                loss=loss.name,
+                optimizer=opt,
+                seed=seed,
+                epochs=epochs,
+                batch_size=batch_size,
+            )
             recorder = Recorder(
                 record, circuit, attrs=attrs, extra=rule.record_variables(circuit, record.samples)
             )
@@ -371,7 +219,7 @@ def train(
     running, count = 0.0, 0
     try:
         for epoch in range(start_epoch, epochs):
-            order = _epoch_order(seed, epoch, n).to(device)
+            order = epoch_order(seed, epoch, n).to(device)
             first = start_batch if epoch == start_epoch else 0
             running, count = 0.0, 0
             for b in range(first, per_epoch):

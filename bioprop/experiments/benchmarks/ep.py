@@ -39,7 +39,7 @@ def ep_circuit(seed: int = 0) -> _dyn.DynamicalCircuit:
 
 def _epoch(rule: str, data, device: str):
     from bioprop.rules import get
-    from bioprop.training.loop import train
+    from bioprop.training.train import train
 
     def go():
         c = ep_circuit()

@@ -1,0 +1,97 @@
+"""The one optimizer builder: parameter groups for the circuit and for what a rule adds.
+
+A spec names a ``torch.optim`` class and its options, e.g. ``("adam", {"lr": 1e-4,
+"module_lr": 3e-3})``.  The circuit's forward parameters form the group ``circuit`` at
+``lr``; every group a rule declares (:meth:`bioprop.rules.Rule.parameter_groups`: a
+synthetic-gradient module, a learned inverse, …) runs at ``<group>_lr`` if the spec gives
+one, else at the group's own default, else at ``lr``.  Every group, its name and learning
+rate end up in the recording's provenance.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from bioprop.core.circuit import Circuit
+
+__all__ = ["OPTIMIZERS", "make_optimizer", "groups_of"]
+
+OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+    "sgd": torch.optim.SGD,
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "rmsprop": torch.optim.RMSprop,
+}
+
+
+def make_optimizer(spec: Any, circuit: Circuit, rule=None) -> torch.optim.Optimizer:
+    """An optimizer over the circuit's plastic parameters and the rule's parameter groups.
+
+    ``spec`` is ``("sgd", {"lr": 1e-3, "weight_decay": 1e-6})``, a name (``"adam"``), a
+    ``torch.optim.Optimizer`` instance (used as is), or a callable
+    ``circuit -> Optimizer`` (for per-layer learning rates).  ``<group>_lr`` entries set
+    the learning rate of a group the rule declares (e.g. ``module_lr`` for DNI modules).
+    """
+    if isinstance(spec, torch.optim.Optimizer):
+        return spec
+    if callable(spec) and not isinstance(spec, str):
+        return spec(circuit)
+    if isinstance(spec, str):
+        spec = (spec, {})
+    try:
+        name, kwargs = spec
+        kwargs = dict(kwargs)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"optimizer must be a name, (name, {{options}}), an Optimizer or a callable, "
+            f"got {spec!r}"
+        ) from None
+    try:
+        cls = OPTIMIZERS[name]
+    except KeyError:
+        raise ValueError(f"unknown optimizer {name!r}; choose one of {list(OPTIMIZERS)}") from None
+    if name == "sgd" and "lr" not in kwargs:
+        raise ValueError("optimizer ('sgd', {...}) needs a learning rate: ('sgd', {'lr': 1e-3})")
+    extra = list(rule.parameter_groups(circuit)) if rule is not None else []
+    group_lrs = {k[: -len("_lr")]: kwargs.pop(k) for k in list(kwargs) if k.endswith("_lr")}
+    known = {g.get("name", "rule") for g in extra}
+    unknown = sorted(set(group_lrs) - known)
+    if unknown:
+        raise ValueError(
+            f"optimizer option(s) {[u + '_lr' for u in unknown]} name no parameter group of "
+            f"rule {getattr(rule, 'name', None)!r}; its groups: {sorted(known) or 'none'}"
+        )
+    taken = {id(p) for g in extra for p in g["params"]}
+    own = [p for p in circuit.plastic_parameters() if id(p) not in taken]
+    lr = kwargs.get("lr", cls([torch.zeros(1, requires_grad=True)]).defaults["lr"])
+    groups = [{"name": "circuit", "params": own, "lr": lr}] if own else []
+    for g in extra:
+        g = dict(g)
+        gname = g.setdefault("name", "rule")
+        g["lr"] = group_lrs.get(gname, g.get("lr", lr))
+        if g["params"]:
+            groups.append(g)
+    if not groups:
+        raise ValueError("the circuit has no plastic parameters to optimise")
+    return cls(groups, **kwargs)
+
+
+def groups_of(optimizer: torch.optim.Optimizer) -> list[dict[str, Any]]:
+    """Every parameter group's name, size and scalar options (lr, betas, …), for provenance."""
+    out = []
+    for i, g in enumerate(optimizer.param_groups):
+        row = {
+            "name": g.get("name", f"group{i}"),
+            "parameters": sum(p.numel() for p in g["params"]),
+        }
+        for k, v in g.items():
+            if k in ("params", "name"):
+                continue
+            if isinstance(v, (int, float, bool, str)) or v is None:
+                row[k] = v
+            elif isinstance(v, tuple) and all(isinstance(e, (int, float)) for e in v):
+                row[k] = list(v)
+        out.append(row)
+    return out
