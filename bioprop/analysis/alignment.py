@@ -24,6 +24,7 @@ __all__ = [
     "angle",
     "cosine",
     "update_angle",
+    "reference_angle",
     "delta_angle",
     "weight_alignment",
     "pseudoinverse_update",
@@ -122,6 +123,44 @@ def update_angle(rec: Rec, name: str, per_sample: bool = False) -> xr.DataArray:
         _node(tree, name)  # a clear error when it is neither
         return delta_angle(tree, name, per_sample=per_sample)
     out.name = f"angle({name}: update, bp)"
+    return out
+
+
+def reference_angle(rec: Rec, population: str | None = None) -> xr.DataArray:
+    """∠ of the rule's learning to its family's exact reference, over ``step``.
+
+    With ``population`` (and ``delta``, ``delta_bp`` recorded there): ∠(δ_rule, δ_ref) of
+    that population's teaching signals.  Otherwise: the angle between the rule's whole
+    update and the reference's, Δθ = ⊕_p ΔW_p concatenated over every pathway that
+    carries both ``weight_update`` and ``weight_update_bp`` — whatever the circuit kind
+    (bp for layered rules, BPTT for settling and recurrent ones, the rate twin's bp for
+    spiking ones).  NaN where nothing comparable was recorded.
+    """
+    tree = _tree(rec)
+    if population is not None and "populations" in tree.children:
+        pops = tree["populations"].children
+        if population in pops and {"delta", "delta_bp"} <= set(pops[population].data_vars):
+            return delta_angle(tree, population)
+    dot = na = nb = None
+    for node in tree["pathways"].children.values() if "pathways" in tree.children else ():
+        ds = node.to_dataset()
+        if not {"weight_update", "weight_update_bp"} <= set(ds.data_vars):
+            continue
+        a, b = xr.align(ds["weight_update"], ds["weight_update_bp"], join="inner")
+        mask = a.notnull() & b.notnull()
+        a, b = a.where(mask, 0.0).astype("float64"), b.where(mask, 0.0).astype("float64")
+        dims = [d for d in a.dims if d != "step"]
+        terms = ((a * b).sum(dims), (a * a).sum(dims), (b * b).sum(dims))
+        if dot is None:
+            dot, na, nb = terms
+        else:
+            dot, na, nb = (x + t for x, t in zip((dot, na, nb), terms, strict=True))
+    if dot is None:
+        return xr.DataArray([], dims="step", name="reference_angle")
+    denom = np.sqrt(na * nb)
+    out = np.degrees(np.arccos((dot / denom.where(denom > 0)).clip(-1.0, 1.0)))
+    out.attrs["units"] = "degree"
+    out.name = "angle(update, reference update)"
     return out
 
 

@@ -258,7 +258,7 @@ def run_bench(
 
 
 def _load_extensions() -> None:
-    """Import every module of :mod:`bioprop.experiments.benchmarks` (each registers its benchmarks)."""
+    """Import every module of :mod:`bioprop.experiments.benchmarks` (each registers keys)."""
     import importlib
     import pkgutil
 

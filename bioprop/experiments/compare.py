@@ -20,6 +20,7 @@ import xarray as xr
 
 from bioprop import analysis
 from bioprop.experiments import tasks as _tasks
+from bioprop.recording.files import atomic_write
 from bioprop.recording.load import load
 from bioprop.recording.writer import Record
 from bioprop.training.run import DivergenceError
@@ -55,16 +56,21 @@ def check_output_dir(out: Path, overwrite: bool) -> None:
 
 
 def _final_angle(path: Path, population: str | None) -> float:
-    if population is None:
-        return math.nan
-    rec = load(path)
-    try:
-        ang = analysis.update_angle(rec, population)
+    """Mean over the last records of the angle to the family's exact reference."""
+    with load(path) as rec:
+        ang = analysis.reference_angle(rec, population)
         vals = ang.values[-FINAL_WINDOW:]
-        vals = vals[np.isfinite(vals)]
-        return float(vals.mean()) if vals.size else math.nan
-    finally:
-        rec.close()
+    vals = vals[np.isfinite(vals)]
+    return float(vals.mean()) if vals.size else math.nan
+
+
+def _probe(circuit) -> str | None:
+    """The population whose teaching signal compare's angle reads: the last hidden one of
+    layered and settling circuits (None elsewhere: the whole update is compared)."""
+    if circuit.kind not in ("layered", "settling"):
+        return None
+    hidden = circuit.hidden()
+    return hidden[-1] if hidden else None
 
 
 def compare(
@@ -80,19 +86,28 @@ def compare(
 ) -> xr.Dataset:
     """Train every rule × seed of ``task`` and summarise.
 
+    Each rule runs on the circuit kind it needs (``task.kind_for(rule)``: a layered
+    circuit for bp/fa, a settling one for ep, a recurrent one for bptt/dni on sequence
+    tasks, a spiking one for spiking-fa), built from the task's architecture with the same
+    seed; a rule the task cannot build a circuit for is refused before any training.
+
     Returns the summary ``xarray.Dataset`` (also written to ``out/summary.nc``):
-    ``final_loss`` (normalized squared error for regression, test loss for
-    classification), ``test_error`` (NaN for regression), ``angle_to_bp``
-    (degrees: ∠(δ_rule, δ_BP) of the last hidden population, mean of the last
-    records; NaN for bp), ``wall_time`` (s), over dims ``(rule, seed)``.
+    ``final_loss`` (normalized squared error for regression, test loss otherwise),
+    ``test_error`` (NaN where the task has none), ``angle_to_bp`` (degrees: the angle to
+    the rule's family reference — ∠(δ_rule, δ_BP) at the last hidden population of layered
+    and settling circuits, the whole update's angle elsewhere — mean of the last records;
+    NaN for bp), ``wall_time`` (s), over dims ``(rule, seed)``, plus ``kind``.
     """
     t = _tasks.get(task)
     task = t.name
-    rules = list(rules) if rules is not None else list(DEFAULT_RULES)
-    for r in rules:
-        t.rule(r)  # raises with the list of valid names (or a bad option)
+    rules = list(rules) if rules is not None else list(t.default_rules or DEFAULT_RULES)
+    if not rules or any(not r for r in rules):
+        raise ValueError(f"rules must be non-empty rule names, got {rules}")
     if len(set(rules)) != len(rules):
         raise ValueError(f"rules listed twice: {rules}")
+    kinds = {r: t.kind_for(r) for r in rules}  # refuses a rule/task mismatch, naming tasks
+    for r in rules:
+        t.rule(r, kinds[r])  # raises for a bad option
     if not isinstance(seeds, int) or seeds < 1:
         raise ValueError(f"seeds must be a positive integer, got {seeds!r}")
     if epochs is not None and (not isinstance(epochs, int) or epochs < 1):
@@ -100,40 +115,42 @@ def compare(
     out = Path(out) if out is not None else Path("runs") / f"compare-{task}"
     check_output_dir(out, overwrite)
 
-    n_ep = epochs if epochs is not None else (t.quick_epochs if quick else t.epochs)
-    max_steps = t.quick_max_steps if quick else None
     shape = (len(rules), seeds)
     res = {k: np.full(shape, np.nan) for k in ("final_loss", "test_error", "angle_to_bp")}
     res["wall_time"] = np.full(shape, np.nan)
     res["steps"] = np.zeros(shape, dtype=np.int64)
     diverged = []
     curves: dict[str, list[Path]] = {r: [] for r in rules}
+    probes: dict[str, str | None] = {}
+    n_ep = None
     for s in range(seeds):
         data = t.load(s, quick)
-        base = t.circuit(s)
-        hidden = base.hidden()
-        probe = hidden[-1] if hidden else None
+        bases: dict[str, object] = {}
         for i, r in enumerate(rules):
-            circuit = copy.deepcopy(base)
+            kind = kinds[r]
+            if kind not in bases:
+                bases[kind] = t.circuit(s, kind)
+            circuit = copy.deepcopy(bases[kind])
+            probes[r] = _probe(circuit)
+            rule = t.rule(r, kind)
+            options = t.train_options(kind, r, quick)
+            if epochs is not None and "epochs" in options:
+                options["epochs"] = epochs
+            n_ep = options.get("epochs", n_ep)
             path = out / f"{r}-seed{s}.h5"
-            rec = Record(
-                path, every=t.record_every if not quick else 20, evaluate=t.evaluate_on_record
-            )
+            every = t.record_every if not quick else 20
+            rec = Record(path, every=every, evaluate=t.evaluate_on_record)
             t0 = time.perf_counter()
             try:
                 run = train(
                     circuit,
-                    t.rule(r),
+                    rule,
                     data,
-                    loss=t.loss,
-                    optimizer=t.optimizer_for(r),
-                    epochs=n_ep,
-                    batch_size=t.batch_size,
                     seed=s,
                     record=rec,
                     device=device,
-                    max_steps=max_steps,
                     progress=progress,
+                    **options,
                 )
             except DivergenceError as exc:
                 diverged.append(f"{r} seed {s}: {exc}")
@@ -141,41 +158,44 @@ def compare(
                 continue
             res["wall_time"][i, s] = time.perf_counter() - t0
             res["steps"][i, s] = run.steps
-            f = run.final
-            res["final_loss"][i, s] = f.get("test_nse", f.get("test_loss", math.nan))
-            res["test_error"][i, s] = f.get("test_error", math.nan)
-            if r != "bp":
-                res["angle_to_bp"][i, s] = _final_angle(path, probe)
+            res["final_loss"][i, s] = run.final_loss
+            res["test_error"][i, s] = run.test_error
+            if not rule.is_reference:
+                res["angle_to_bp"][i, s] = _final_angle(path, probes[r])
             curves[r].append(path)
     coords = {"rule": rules, "seed": np.arange(seeds)}
     ds = xr.Dataset({k: (("rule", "seed"), v) for k, v in res.items()}, coords=coords)
+    ds["kind"] = ("rule", [kinds[r] for r in rules])
     ds["final_loss"].attrs["long_name"] = (
         "test normalized squared error"
-        if t.loss == "mse" and "mnist" not in task
+        if t.loss == "mse" and "mnist" not in task and t.layered
         else "final test loss"
     )
     ds["test_error"].attrs.update(long_name="test error rate", units="1")
     ds["angle_to_bp"].attrs.update(
-        long_name=f"angle between the rule's and backprop's teaching signal at {probe!r}, "
-        f"mean of the last {FINAL_WINDOW} records",
+        long_name="angle between the rule's learning and its family's exact reference "
+        f"(δ at the last hidden population, else the whole update), mean of the last "
+        f"{FINAL_WINDOW} records",
         units="degree",
     )
     ds["wall_time"].attrs["units"] = "s"
     ds.attrs.update(
         task=task,
-        epochs=n_ep,
+        epochs=n_ep if n_ep is not None else -1,
         quick=int(quick),
         device=device,
         diverged="\n".join(diverged),
         reference=t.reference,
     )
-    ds.to_netcdf(out / "summary.nc", engine="h5netcdf")
-    plot_report(ds, curves, out / "report.png", probe)
+    atomic_write(out / "summary.nc", lambda p: ds.to_netcdf(p, engine="h5netcdf"))
+    atomic_write(out / "report.png", lambda p: plot_report(ds, curves, p, probes))
     return ds
 
 
-def plot_report(ds: xr.Dataset, curves: dict[str, list[Path]], path: Path, probe) -> None:
-    """Learning curves (test metric or batch loss over steps) and angles to bp."""
+def plot_report(
+    ds: xr.Dataset, curves: dict[str, list[Path]], path: Path, probes: dict[str, str | None]
+) -> None:
+    """Learning curves (test metric or batch loss over steps) and angles to the reference."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -186,25 +206,20 @@ def plot_report(ds: xr.Dataset, curves: dict[str, list[Path]], path: Path, probe
     for rule, paths in curves.items():
         losses, angles = [], []
         for p in paths:
-            rec = load(p)
-            m = rec["metrics"].to_dataset()
-            metric = next(
-                (
-                    m[v]
-                    for v in ("test_nse", "test_error", "loss")
-                    if v in m and m[v].notnull().any()
-                ),
-                m["loss"],
-            )
-            losses.append(metric.load())
-            if rule != "bp" and probe is not None:
-                angles.append(analysis.update_angle(rec, probe).load())
-            rec.close()
+            with load(p) as rec:
+                if "metrics" in rec.children:
+                    m = rec["metrics"].to_dataset()
+                    names = [v for v in ("test_nse", "test_error", "loss") if v in m]
+                    filled = [v for v in names if m[v].notnull().any()]
+                    if filled or names:
+                        losses.append(m[(filled or names)[0]].load())
+                if rule != "bp":
+                    angles.append(analysis.reference_angle(rec, probes.get(rule)).load())
         if losses:
             c = xr.concat(losses, "seed", join="inner")
             ax_l.plot(c.step, c.mean("seed"), label=rule, color=colors[rule])
             ax_l.set_ylabel(c.name)
-        if angles:
+        if angles and all(a.sizes.get("step", 0) for a in angles):
             a = xr.concat(angles, "seed", join="inner")
             if a.notnull().any():
                 ax_a.plot(a.step, a.mean("seed"), label=rule, color=colors[rule])
@@ -215,10 +230,10 @@ def plot_report(ds: xr.Dataset, curves: dict[str, list[Path]], path: Path, probe
     ax_a.set_xlabel("step")
     ax_a.set_ylabel("degrees")
     ax_a.axhline(90, color="0.7", lw=0.8, ls="--")
-    ax_a.set_title(f"angle to backprop, δ at {probe!r}")
+    ax_a.set_title("angle to the family's exact reference")
     ax_a.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, format="png")
     plt.close(fig)
 
 

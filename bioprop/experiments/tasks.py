@@ -40,6 +40,14 @@ class Task:
         scale of fa's feedback weights, ``{"fa": {"feedback_init": uniform(0.25)}}``).
     epochs, batch_size, record_every
         Training budget and recording schedule; ``quick_*`` for ``--quick``.
+    circuits
+        Builders ``seed -> Circuit`` of further circuit kinds the task's architecture can
+        take (e.g. ``"settling"`` for equilibrium propagation, ``"recurrent"``,
+        ``"spiking"``); the layered circuit of ``sizes`` is always available unless
+        ``layered=False``.
+    kind_options, quick_kind_options
+        ``bioprop.train`` options for circuits of a kind (``{"recurrent": {"steps": 3000}}``),
+        and their overrides under ``--quick``.
     """
 
     name: str
@@ -61,9 +69,41 @@ class Task:
     quick_epochs: int = 1
     quick_max_steps: int | None = 200
     reference: str = ""
+    circuits: dict[str, Callable[[int], Circuit]] = field(default_factory=dict)
+    kind_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    quick_kind_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    layered: bool = True
+    default_rules: tuple[str, ...] = ()
 
-    def circuit(self, seed: int) -> Circuit:
-        """A fresh circuit with the task's architecture and initial weights of ``seed``."""
+    def kinds(self) -> list[str]:
+        """The circuit kinds this task can build."""
+        return (["layered"] if self.layered else []) + [k for k in self.circuits if k != "layered"]
+
+    def kind_for(self, rule: str) -> str:
+        """The circuit kind ``rule`` runs on in this task; refuses a rule that runs on no
+        kind this task builds, naming the tasks it can run on."""
+        kinds = _rules.kinds_of(rule)
+        if not kinds:
+            _rules.get(rule)  # raises: unknown rule, with the registered names
+        for k in kinds:
+            if k in self.kinds():
+                return k
+        able = [t.name for t in _TASKS.values() if set(kinds) & set(t.kinds())]
+        raise ValueError(
+            f"rule {rule!r} trains {' or '.join(kinds)} circuits, and task {self.name!r} "
+            f"builds {' and '.join(self.kinds())} circuits only; tasks rule {rule!r} can run "
+            f"on: {', '.join(able) or 'none registered'}"
+        )
+
+    def circuit(self, seed: int, kind: str = "layered") -> Circuit:
+        """A fresh circuit of ``kind`` with the task's architecture and initial weights of
+        ``seed``."""
+        if kind != "layered" or not self.layered:
+            if kind not in self.circuits:
+                raise ValueError(
+                    f"task {self.name!r} builds {' and '.join(self.kinds())} circuits, not {kind}"
+                )
+            return self.circuits[kind](seed)
         return Circuit.layered(
             self.sizes,
             activation=self.activation,
@@ -76,9 +116,29 @@ class Task:
     def optimizer_for(self, rule: str) -> Any:
         return self.rule_optimizer.get(rule, self.optimizer)
 
-    def rule(self, name: str) -> _rules.Rule:
-        """A new instance of rule ``name`` with this task's options for it."""
-        return _rules.get(name, **self.rule_options.get(name, {}))
+    def train_options(self, kind: str, rule: str, quick: bool = False) -> dict[str, Any]:
+        """The options ``compare`` passes to :func:`bioprop.train` for ``rule`` on this
+        task's ``kind`` circuit (budget, loss, optimizer, family options)."""
+        if kind in ("layered", "settling"):
+            opts: dict[str, Any] = {
+                "loss": self.loss,
+                "epochs": self.quick_epochs if quick else self.epochs,
+                "batch_size": self.batch_size,
+                "max_steps": self.quick_max_steps if quick else None,
+            }
+        else:
+            opts = {}
+        opts["optimizer"] = self.optimizer_for(rule)
+        opts.update(self.kind_options.get(kind, {}))
+        if quick:
+            opts.update(self.quick_kind_options.get(kind, {}))
+        return opts
+
+    def rule(self, name: str, kind: str | None = None) -> _rules.Rule:
+        """A new instance of rule ``name`` (for circuits of ``kind``, by default the kind
+        this task runs it on) with this task's options for it."""
+        kind = kind or self.kind_for(name)
+        return _rules.get(name, kind=kind, **self.rule_options.get(name, {}))
 
 
 _TASKS: dict[str, Task] = {}

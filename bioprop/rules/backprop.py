@@ -22,6 +22,7 @@ class Backprop(Rule):
     """Backpropagation by torch autograd: ĝ = ∂L/∂θ, δ_p = ∂ℓ/∂u_p."""
 
     name = "bp"
+    is_reference = True
     description = "backpropagation by torch autograd (the reference)"
 
     def __init__(self, record_signals: bool = False):

@@ -1,1 +1,1 @@
-"""Further benchmarks: each module here calls :func:`bioprop.experiments.bench.register` on import."""
+"""Further benchmarks: each module calls :func:`bioprop.experiments.bench.register` on import."""
