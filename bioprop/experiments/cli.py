@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 
 
 def _csv(s: str) -> list[str]:
-    return [x.strip() for x in s.split(",") if x.strip()]
+    names = [x.strip() for x in s.split(",") if x.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {s!r}")
+    return names
 
 
 def _cmd_compare(args) -> int:
@@ -153,9 +157,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileExistsError, PermissionError, FileNotFoundError, KeyError) as exc:
+    except KeyboardInterrupt:
+        print(f"bioprop {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the CLI answers every error in one line
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"bioprop {args.command}: error: {msg}", file=sys.stderr)
+        if os.environ.get("BIOPROP_DEBUG"):
+            raise
         return 2
 
 

@@ -24,7 +24,7 @@ from bioprop.recording.files import atomic_write
 from bioprop.recording.load import load
 from bioprop.recording.writer import Record
 from bioprop.training.run import DivergenceError
-from bioprop.training.train import train
+from bioprop.training.train import check_device, train
 
 __all__ = ["compare", "check_output_dir", "format_table", "plot_report"]
 
@@ -112,6 +112,7 @@ def compare(
         raise ValueError(f"seeds must be a positive integer, got {seeds!r}")
     if epochs is not None and (not isinstance(epochs, int) or epochs < 1):
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+    check_device(device)
     out = Path(out) if out is not None else Path("runs") / f"compare-{task}"
     check_output_dir(out, overwrite)
 
