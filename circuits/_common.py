@@ -35,6 +35,11 @@ __all__ = [
     "band",
     "smooth",
     "wall",
+    "image_parser",
+    "image_setup",
+    "seed_mean",
+    "paper_table",
+    "angle_axes",
 ]
 
 
@@ -90,13 +95,13 @@ def parse_args(
 
 
 def seeds(s: int) -> tuple[int, int, int]:
-    """``(data_seed, circuit_seed, train_seed)`` for repetition ``s``.
+    """``(data_seed, circuit_seed, train_seed)`` for repetition ``s``, as the older scripts
+    use them (their recorded results were made with these offsets).
 
-    They are kept apart on purpose.  Procedural tasks and circuits both draw from a
-    ``torch.Generator`` seeded with their ``seed``, so ``linear_teacher(seed=0)`` and
-    ``Circuit.layered(..., seed=0)`` would draw the *same* uniform numbers: the student's
-    first weight matrix would be a scaled copy of the teacher.  The train seed sets the
-    data order (the same for every rule) and the rule's feedback matrices.
+    New scripts need no offsets: every library stream is salted by its purpose
+    (``bioprop.seeding.derive``: data, data order, feedback), so ``Circuit(seed=s)``,
+    ``linear_teacher(seed=s)`` and ``bp.train(..., seed=s)`` never draw the same numbers;
+    pass the repetition number ``s`` itself (as ``dni_mnist.py`` and ``vfbn.py`` do).
     """
     return 10_000 + s, 20_000 + s, s
 
@@ -243,6 +248,22 @@ def image_setup(args: argparse.Namespace, script: str) -> tuple[Path, list[str]]
         torch.set_num_threads(args.threads)
     out = args.out or Path("runs") / f"{script}-{args.dataset}"
     return out, [r.strip() for r in args.rules.split(",") if r.strip()]
+
+
+def seed_mean(
+    out: Path, rule: str, seeds: int, measure: Callable[[xr.DataTree], xr.DataArray]
+) -> xr.DataArray:
+    """Mean over seeds of ``measure(recording)`` (a DataArray over ``step``, e.g.
+    ``lambda r: bp.analysis.update_angle(r, "hidden")``) of the recordings
+    ``out/<rule>-seed<s>.h5`` that :func:`bioprop.compare` wrote."""
+    parts = []
+    for s in range(seeds):
+        rec = bp.load(out / f"{rule}-seed{s}.h5")
+        try:
+            parts.append(measure(rec).load())
+        finally:
+            rec.close()
+    return xr.concat(parts, "seed").mean("seed")
 
 
 def paper_table(ds: xr.Dataset, rules: Sequence[str], paper: dict, dataset: str) -> str:

@@ -1,7 +1,7 @@
 """Bartunov et al. 2018: a fully connected 5 × 256 tanh network trained with bp, fa and dfa.
 
 Softmax / cross-entropy output, Adam; the same initial weights and data order for every
-rule (``bioprop.experiments.compare``).  The paper's MNIST test errors (their Table 1, fully connected
+rule (``bioprop.compare``).  The paper's MNIST test errors (their Table 1, fully connected
 network): bp 1.48 %, fa 1.85 %, dfa 2.75 %.  Fashion-MNIST is the default here; MNIST is
 used where it can be downloaded.
 
@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-
-import numpy as np
 
 import bioprop as bp
 
@@ -52,13 +50,9 @@ def plot_alignment(out: Path, rules: list[str], seeds: int, hidden: list[str]) -
     fig = Figure(figsize=(4.8 * max(1, len(others)), 3.8), layout="constrained")
     axes = fig.subplots(1, max(1, len(others)), squeeze=False)[0]
     for ax, rule in zip(axes, others, strict=False):
-        recs = [bp.load(out / f"{rule}-seed{s}.h5") for s in range(seeds)]
-        steps = recs[0]["metrics"].ds.step.values
         for j, pop in enumerate(hidden):
-            a = np.mean([bp.analysis.update_angle(r, pop).values for r in recs], axis=0)
-            ax.plot(steps, a, label=pop, color=f"C{j}")
-        for r in recs:
-            r.close()
+            a = _common.seed_mean(out, rule, seeds, lambda r, p=pop: bp.analysis.update_angle(r, p))
+            ax.plot(a.step, a.values, label=pop, color=f"C{j}")
         _common.angle_axes(ax, f"{rule}: ∠(δ, δ_BP) per hidden layer")
     path = out / "alignment.png"
     fig.savefig(path, dpi=110)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -39,8 +40,7 @@ import xarray as xr
 
 import bioprop as bp
 from bioprop.analysis import rnn as analysis_rnn
-from bioprop.recurrent import Curriculum, RecurrentCircuit, get, get_task
-from bioprop.recurrent.train import train_curriculum
+from bioprop.recurrent import Curriculum, RecurrentCircuit, SequenceData, get_task
 
 import _common as C
 
@@ -105,7 +105,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def run_cell(job: dict) -> dict:
-    """Train one (task, rule, T, seed) cell; returns its curriculum summary."""
+    """Train one (task, rule, T, seed) cell with ``bioprop.train``; its curriculum summary."""
     torch.set_num_threads(1)
     task = get_task(
         job["task"], **({"r_max": job["r_max"]} if job["task"] == "repeat-copy" else {})
@@ -114,28 +114,30 @@ def run_cell(job: dict) -> dict:
     circuit = RecurrentCircuit(
         task.n_in, job["hidden"], task.n_out, cell=job["cell"], seed=circuit_seed
     )
-    rule = get(job["rule"], T=job["T"])
     path = Path(job["out"]) / f"{job['task']}_{job['rule']}_T{job['T']}_seed{job['seed']}.h5"
-    run = train_curriculum(
-        circuit,
-        rule,
-        task,
-        Curriculum(n_start=1, threshold=0.15, window=20),
-        steps=job["steps"],
-        batch_size=job["batch"],
-        lr=job["lr"],
-        module_lr=job["module_lr"],
-        seed=train_seed,
-        record=bp.Record(path, every=job["record_every"], samples=4),
-        attrs={"T": job["T"], "cell": job["cell"], "hidden_units": job["hidden"]},
-    )
+    attrs = {"T": job["T"], "cell": job["cell"], "hidden_units": job["hidden"]}
+    try:
+        run = bp.train(
+            circuit,
+            bp.rules.get(job["rule"], kind="recurrent", T=job["T"]),
+            SequenceData(task, Curriculum(n_start=1, threshold=0.15, window=20)),
+            steps=job["steps"],
+            batch_size=job["batch"],
+            optimizer=("adam", {"lr": job["lr"], "module_lr": job["module_lr"]}),
+            seed=train_seed,
+            record=bp.Record(path, every=job["record_every"], samples=4, attrs=attrs),
+            progress=False,
+        )
+        result, wall = run.details, run.wall_time
+    except bp.DivergenceError as exc:  # the curriculum so far, the recording kept
+        result, wall = exc.details, math.nan
     return {
         **job,
-        "max_solved": run.max_solved,
-        "final_n": run.final_n,
-        "wall": run.wall,
-        "n_curve": [n for n, _ in run.history],
-        "diverged": run.diverged,
+        "max_solved": result.max_solved,
+        "final_n": result.final_n,
+        "wall": wall,
+        "n_curve": [n for n, _ in result.history],
+        "diverged": result.diverged,
         "path": str(path),
     }
 

@@ -16,12 +16,14 @@ Part B — update probability: L = 4, each layer updates on a step with probabil
 p_update ∈ {1, 0.5, 0.2, 0.05}, independently (the paper's stochastic-update experiment).
 
 Optimizer (ours, for a CPU budget of minutes instead of the paper's 500k iterations at Adam
-3e-5): Adam, lr 1e-4 for the network, 3e-3 for the synthetic-gradient modules, batches of
-256.  Data: Fashion-MNIST (the real files in /usr/share/datasets/fashion-mnist) and MNIST
-when its files are present (checked without downloading).
+3e-5): Adam, lr 1e-4 for the network, 3e-3 for the synthetic-gradient modules (the rules'
+optimizer group "module", ``module_lr``), batches of 256.  Repetition s uses circuit seed s
+and train seed s (data order and modules).  Data: Fashion-MNIST (the real files in
+/usr/share/datasets/fashion-mnist) and MNIST when its files are present (checked without
+downloading).
 
 Recorded per run (<dataset>_<rule>_L<layers>_p<p>_seed<s>.h5): test error on the record
-steps, the top forward pathway and the modules, every hidden population's δ and the shadow
+steps, the top forward pathway, every hidden population's δ and the shadow
 backprop δ, and, per interface, the synthetic gradient ĝ_l and the true ∂ℓ/∂h_l
 (``interfaces/<population>``, analysed with ``bioprop.analysis.dni``).  Figure:
 dni_mnist_<dataset>.png (test error against depth; learning curves against p_update;
@@ -32,16 +34,11 @@ from __future__ import annotations
 
 import argparse
 import math
-from pathlib import Path
 
-import h5py
 import numpy as np
-import torch
-import xarray as xr
 
 import bioprop as bp
 from bioprop.analysis import dni as analysis_dni
-from bioprop.rules.synthetic_gradients import optimizer
 
 import _common as C
 
@@ -120,66 +117,69 @@ def datasets(args) -> dict[str, bp.data.Dataset]:
     names = args.datasets or ["fashion-mnist", "mnist"]
     out = {}
     for name in names:
+        optional = not args.datasets and name != "fashion-mnist"  # skipped when absent
+        quick_size = (QUICK["n_train"], QUICK["n_test"])
         try:
-            ds = bp.data.load(name, download=False)
+            # quick without the files: a synthetic stand-in, except for an optional dataset
+            quick = args.quick and not optional
+            ds = bp.data.load_for_run(name, quick, quick_size, download=False)
         except FileNotFoundError as exc:
-            if args.datasets:  # asked for explicitly: fail with the loader's message
+            if not optional:  # asked for explicitly: fail with the loader's message
                 raise
             print(f"({name} not present, skipped: {str(exc).splitlines()[0]})")
             continue
-        out[name] = ds.subset(QUICK["n_train"], QUICK["n_test"]) if args.quick else ds
+        out[name] = ds.subset(*quick_size) if args.quick else ds
     return out
 
 
-def circuit(layers: int, seed: int) -> bp.Circuit:
-    return bp.Circuit.layered(
+def task(name, data, layers: int, p: float, epochs: int, budget: dict) -> bp.tasks.Task:
+    """784 -> (layers−1) × 256 ReLU -> 10 linear, softmax cross-entropy, Adam; dni and cdni
+    with p_update ``p`` and their modules at their own learning rate (optimizer group
+    "module")."""
+    with_modules = ("adam", {"lr": LR, "module_lr": MODULE_LR})
+    return bp.tasks.Task(
+        f"{name}-fcn{layers}",
+        f"{name}, 784-{'-'.join(['256'] * (layers - 1))}-10 ReLU, cross-entropy, Adam",
+        lambda seed, quick: data,
         [784] + [WIDTH] * (layers - 1) + [10],
         activation="relu",
         output_activation="linear",
         init=bp.init.kaiming_uniform(math.sqrt(2.0)),
-        seed=seed,
-    )
-
-
-def read(path: Path) -> xr.DataTree:
-    """The groups this script analyses (metrics, interfaces/*) as a DataTree; opening only
-    these is much faster than the whole recording."""
-    with h5py.File(path, "r") as f:
-        groups = ["metrics"] + [f"interfaces/{p}" for p in f.get("interfaces", {})]
-    return xr.DataTree.from_dict(
-        {g: xr.open_dataset(path, group=g, engine="h5netcdf").load() for g in groups}
+        loss="cross-entropy",
+        optimizer=("adam", {"lr": LR}),
+        rule_optimizer={"dni": with_modules, "cdni": with_modules},
+        rule_options={"dni": {"p_update": p}, "cdni": {"p_update": p}},
+        epochs=epochs,
+        quick_epochs=epochs,
+        quick_max_steps=budget["max_steps"],
+        batch_size=BATCH,
+        reference="Jaderberg et al. 2017, Table 1 (MNIST FCN)",
     )
 
 
 def train_one(data, name, rule, layers, p, s, epochs, every, budget, args) -> dict:
-    _, circuit_seed, train_seed = C.seeds(s)
-    c = circuit(layers, circuit_seed)
-    r = bp.rules.get(rule) if rule == "bp" else bp.rules.get(rule, p_update=p)
+    """One run of ``rule`` (p_update ``p``) on the circuit of seed ``s``; its test error,
+    learning curve and ∠(ĝ_l, ∂ℓ/∂h_l) per interface, read back from the recording."""
+    t = task(name, data, layers, p, epochs, budget)
+    c = t.circuit(s)
     path = args.out / f"{name}_{rule}_L{layers}_p{p:g}_seed{s}.h5"
-    r.attach(c, torch.Generator().manual_seed(int(train_seed) * 7919 + 1))
-    hidden = c.hidden()
     top = c.incoming(c.output)[0].name
     record = bp.Record(
-        path, every=every, pathways=[top], populations=hidden, samples=SAMPLES, evaluate=True
+        path, every=every, pathways=[top], populations=c.hidden(), samples=SAMPLES, evaluate=True
     )
-    run = bp.train(
-        c,
-        r,
-        data,
-        loss="cross-entropy",
-        optimizer=optimizer("adam", lr=LR, module_lr=MODULE_LR),
-        epochs=epochs,
-        batch_size=BATCH,
-        seed=train_seed,
-        progress=False,
-        record=record,
-        max_steps=budget["max_steps"],
-    )
-    tree = read(path)
-    curve = tree["metrics"]["test_error"]
-    angles = {pop: analysis_dni.synthetic_angle(tree, pop) for pop in analysis_dni.interfaces(tree)}
+    options = t.train_options("layered", rule, args.quick)
+    run = bp.train(c, t.rule(rule), data, seed=s, progress=False, record=record, **options)
+    rec = bp.load(path)
+    try:
+        curve = rec["metrics"]["test_error"].load()
+        angles = {
+            pop: analysis_dni.synthetic_angle(rec, pop).load()
+            for pop in analysis_dni.interfaces(rec)
+        }
+    finally:
+        rec.close()
     return {
-        "error": run.history["test_error"][-1],
+        "error": run.test_error,
         "curve": curve,
         "angles": angles,
         "steps": run.steps,
@@ -197,13 +197,14 @@ def main(argv=None) -> None:
     depths = tuple(args.depths) if args.depths else budget["depths"]
     epochs = args.epochs or budget["epochs"]
     p_epochs = args.p_epochs or budget["p_epochs"]
+    every_a, every_b = budget["record_every"], budget["p_record_every"]
     all_data = datasets(args)
     if not all_data:
         raise SystemExit("no dataset available (Fashion-MNIST files are missing)")
     for name, data in all_data.items():
         part_a = {
             (rule, L): [
-                train_one(data, name, rule, L, 1.0, s, epochs, budget["record_every"], budget, args)
+                train_one(data, name, rule, L, 1.0, s, epochs, every_a, budget, args)
                 for s in range(args.seeds)
             ]
             for L in depths
@@ -212,18 +213,7 @@ def main(argv=None) -> None:
         p_depth = P_DEPTH
         part_b = {
             (rule, p): [
-                train_one(
-                    data,
-                    name,
-                    rule,
-                    p_depth,
-                    p,
-                    s,
-                    p_epochs,
-                    budget["p_record_every"],
-                    budget,
-                    args,
-                )
+                train_one(data, name, rule, p_depth, p, s, p_epochs, every_b, budget, args)
                 for s in range(args.seeds)
             ]
             for rule in ("dni", "cdni")

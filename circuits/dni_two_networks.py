@@ -20,33 +20,21 @@ and ∠(M_m(m_j), true ∂L_B/∂m_j) over training.
 Recorded per method (``<method>_seed<s>_A.h5``, ``..._B.h5``; ``bioprop.load``): the weights
 and updates of each network, ``metrics`` (batch loss), ``evaluation`` (test accuracies) and,
 for dni, ``interfaces/message`` (angle and relative error of the synthetic message gradient
-per tick).  Figure: ``dni_two_networks.png``.
+per tick).  Figure: ``dni_two_networks.png``.  The loop, optimizer, seeding and recordings are
+the library's (``bioprop.recurrent.two_networks_loop.fit``); this script is the configuration.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import warnings
 
 import numpy as np
-import torch
 
 import bioprop as bp
-from bioprop.core import seeding
-from bioprop.recording.writer import ExtraVariable, Recorder
-from bioprop.recurrent.recording import relative_error
-from bioprop.recurrent.two_networks import (
-    METHODS,
-    StreamTask,
-    TwoNetworks,
-    angle,
-    evaluate,
-    message_gradients,
-    train_step,
-)
-from bioprop.rules.contract import Signals
+from bioprop.recurrent.two_networks import METHODS, TwoNetworks
+from bioprop.recurrent.two_networks_loop import fit
 
 import _common as C
 
@@ -80,106 +68,30 @@ def parse_args(argv=None) -> argparse.Namespace:
     return C.parse_args("dni_two_networks", __doc__.split("\n\n")[0], 1, argv, extra, check)
 
 
-def _recorder(path, circuit, method, args, seed, n_ticks, which):
-    extra = {
-        "evaluation": {
-            "acc_a": ExtraVariable((), (), "test accuracy of A's odd counts"),
-            "acc_b": ExtraVariable((), (), "test accuracy of B's counts of 3s"),
-        }
-    }
-    if which == "A":
-        extra["interfaces/message"] = {
-            "angle": ExtraVariable(
-                ("tick",), (n_ticks,), "angle(M_m(m_j), true dL_B/dm_j), degrees"
-            ),
-            "relative_error": ExtraVariable(("tick",), (n_ticks,), "|M_m(m) - true| / |true|"),
-        }
-    attrs = {
-        "rule": method,
-        "network": which,
-        "task": "two-network stream (odd counts, 3-counts)",
-        "dataset": args.dataset,
-        "T": args.T,
-        "blocks": args.blocks,
-        "seed": seed,
-        "steps": args.steps,
-        "optimizer": "Adam",
-        "optimizer_hyperparameters": json.dumps({"lr": args.lr, "module_lr": args.module_lr}),
-        "circuit": circuit.describe(),
-    }
-    return Recorder(
-        bp.Record(
-            path, every=1, samples=0, variables=["weight", "bias", "weight_update", "bias_update"]
-        ),
-        circuit,
-        attrs=attrs,
-        extra=extra,
-    )
-
-
 def run_method(method: str, seed: int, data, args, budget) -> dict:
-    T = args.T
-    task = StreamTask(data.x_train, data.y_train, T=T, blocks=args.blocks)
-    test = StreamTask(data.x_test, data.y_test, T=T, blocks=args.blocks).sample(
-        budget["n_test"], seeding.generator(seed, "test-streams")
+    """Train one method from the circuit seed of ``seed``; its learning curves as a dict."""
+    net = TwoNetworks(data.x_train.shape[1], args.T, seed=C.seeds(seed)[1])
+    run = fit(
+        net,
+        method,
+        data,
+        blocks=args.blocks,
+        steps=args.steps,
+        n_test=budget["n_test"],
+        optimizer=("adam", {"lr": args.lr, "module_lr": args.module_lr}),
+        seed=seed,
+        every=budget["every"],
+        record=args.out / f"{method}_seed{seed}",
+        attrs={"dataset": args.dataset},
     )
-    net = TwoNetworks(data.x_train.shape[1], T, seed=C.seeds(seed)[1])
-    opt = torch.optim.Adam(
-        [
-            {"params": net.network_parameters(), "lr": args.lr},
-            {"params": net.module_parameters(), "lr": args.module_lr},
-        ]
-    )
-    gen = seeding.generator(seed, "data")
-    stem = args.out / f"{method}_seed{seed}"
-    recs = {
-        w: _recorder(f"{stem}_{w}.h5", getattr(net, w), method, args, seed, args.blocks, w)
-        for w in ("A", "B")
-    }
-    curve = {"step": [], "acc_a": [], "acc_b": [], "angle": []}
-    try:
-        for step in range(args.steps):
-            s = task.sample(32, gen)
-            out = train_step(net, s, method)
-            if step % budget["every"] == 0 or step == args.steps - 1:
-                ev = evaluate(net, test)
-                ang = np.full(args.blocks, np.nan, np.float32)
-                rel = np.full(args.blocks, np.nan, np.float32)
-                if method == "dni":
-                    for j, (g, t) in enumerate(
-                        zip(out["message_synthetic"], message_gradients(net, s), strict=True)
-                    ):
-                        ang[j], rel[j] = angle(g, t), relative_error(g, t)
-                for w, loss in (("A", out["loss_a"]), ("B", out["loss_b"])):
-                    records = {"evaluation": {"acc_a": ev["acc_a"], "acc_b": ev["acc_b"]}}
-                    if w == "A":
-                        records["interfaces/message"] = {"angle": ang, "relative_error": rel}
-                    recs[w].write(
-                        step,
-                        0,
-                        Signals(loss=torch.tensor(loss), output=torch.zeros(1), records=records),
-                    )
-                curve["step"].append(step)
-                curve["acc_a"].append(ev["acc_a"])
-                curve["acc_b"].append(ev["acc_b"])
-                curve["angle"].append(
-                    float(np.nanmean(ang)) if np.isfinite(ang).any() else math.nan
-                )
-            torch.nn.utils.clip_grad_norm_(net.network_parameters(), 10.0)
-            opt.step()
-    finally:
-        for r in recs.values():
-            r.close()
-    return {"method": method, "seed": seed, **curve, "chance_b": evaluate(net, test)["chance_b"]}
+    return vars(run)
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
     budget = QUICK if args.quick else FULL
-    if args.dataset == "fashion-mnist":
-        data = bp.data.load("fashion-mnist")
-    else:
-        data = bp.data.load("mnist1d")
+    data = bp.data.load_for_run(args.dataset, quick=args.quick)
+    args.dataset = data.name  # recordings and the table name a synthetic stand-in as such
     results = {
         m: [run_method(m, s, data, args, budget) for s in range(args.seeds)] for m in args.methods
     }

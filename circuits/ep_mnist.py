@@ -19,15 +19,12 @@ On recording steps the ``ep`` runs also record the BPTT gradient through the fre
 settling (the gradient EP approximates), the state trajectories and the energy over
 settling time; the table reports the angle between the EP update and that gradient.
 
-Settings are those of Scellier & Bengio's code (train_model.py, net1 / net2): Glorot-uniform
+Settings are those of Scellier & Bengio's code (``bioprop.settling.presets``): Glorot-uniform
 weights, zero biases, Euler step ε = 0.5, 20 free / 4 nudged steps (2 hidden layers: 150 / 6),
-batch 20, random sign of β, persistent particles, per-layer learning rates.  Their cost is
-C = ‖u_out − y‖² (no ½); bioprop's is ½‖u_out − y‖², so their β = 0.5, α = (0.1, 0.05)
-(2 hidden layers: β = 1, α = (0.4, 0.1, 0.01)) are our β = 1.0, lr = (0.2, 0.1) (β = 2,
-lr = (0.8, 0.2, 0.02)): the same nudging force β(y − u) and the same weight steps.  bp uses
-the same per-layer learning rates.  ``ep-sym`` uses β = 0.5: its −β phase needs |β| < 1,
-since at β = −1 the nudge −β(y − u_out) cancels the output's leak −u_out and the phase has
-no fixed point (S&B's random sign meets exactly that edge half of the time).
+batch 20, random sign of β, persistent particles, per-layer learning rates, translated to
+bioprop's cost convention ½‖u_out − y‖²: β = 1.0, lr = (0.2, 0.1) (β = 2, lr = (0.8, 0.2,
+0.02)).  bp uses the same per-layer learning rates.  ``ep-sym`` uses β = 0.5: its −β phase
+needs |β| < 1.
 
 They trained 25 epochs (60 for two hidden layers) on MNIST's first 50 000 images; MNIST is
 used here when its files are on disk, else Fashion-MNIST (a harder task, so the paper's
@@ -38,45 +35,23 @@ Outputs in --out: <rule>_seed<s>.h5 recordings, curves.nc, ep_mnist.png.
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 import sys
-import time
 
 import numpy as np
-import torch
 import xarray as xr
 
 import bioprop as bp
+from bioprop import settling
 from bioprop.analysis import ep as analysis_ep
 from bioprop.data.mnist import MissingDataError
-from bioprop.experiments.bench import mnist_shaped
-from bioprop.settling import dynamics as dyn
+from bioprop.settling import presets
 
 import _common as C
 
-ARCHS = {
-    1: {
-        "sizes": [784, 500, 10],
-        "free": 20,
-        "nudged": 4,
-        "beta": 1.0,
-        "beta_sym": 0.5,
-        "lrs": [0.2, 0.1],
-        "paper_epochs": 25,
-    },
-    2: {
-        "sizes": [784, 500, 500, 10],
-        "free": 150,
-        "nudged": 6,
-        "beta": 2.0,
-        "beta_sym": 0.5,
-        "lrs": [0.8, 0.2, 0.02],
-        "paper_epochs": 60,
-    },
-}
-EPSILON, BATCH = 0.5, 20
+ARCHS = presets.ARCHS
+EPSILON, BATCH = presets.EPSILON, presets.BATCH
 RULES = ("ep", "ep-sym", "bp", "bp-lin")
 # Scellier & Bengio 2017, Fig. 3 (MNIST, permutation-invariant): training error -> 0.00 %,
 # generalization error about 2 % for 1 and 2 hidden layers of 500 units.  Approximate
@@ -137,133 +112,71 @@ def parse(argv):
 
 
 def load_data(args) -> tuple[bp.data.Dataset, str]:
-    """MNIST where its files are on disk (or asked for), else Fashion-MNIST."""
+    """MNIST where its files are on disk (or asked for), else Fashion-MNIST; a quick run
+    without the files gets ``bp.data.load_for_run``'s synthetic stand-in."""
+    quick_size = (QUICK["n_train"], QUICK["n_test"])
     note = ""
     data = None
-    if args.dataset in ("auto", "mnist"):
+    if args.dataset == "auto":
         try:
-            data = bp.data.load("mnist", download=args.dataset == "mnist")
+            data = bp.data.load("mnist", download=False)
         except MissingDataError as exc:
-            if args.dataset == "mnist":
-                raise
             note = f"MNIST files not found ({str(exc).splitlines()[0][:80]}...); "
     if data is None:
-        try:
-            data = bp.data.load("fashion-mnist")
-        except MissingDataError:
-            if not args.quick:
-                raise
-            note += "no Fashion-MNIST either: random data of MNIST shape (quick run only); "
-            data = mnist_shaped(QUICK["n_train"] + QUICK["n_test"])
-    if args.quick:
-        data = data.subset(QUICK["n_train"], QUICK["n_test"])
+        name = "mnist" if args.dataset == "mnist" else "fashion-mnist"
+        data = bp.data.load_for_run(name, quick=args.quick, quick_size=quick_size)
+    elif args.quick:
+        data = data.subset(*quick_size)
     return data.with_one_hot(True), note + f"dataset: {data.name}"
 
 
-def per_layer_sgd(lrs: list[float]):
-    """``circuit -> SGD`` with one learning rate per feedforward pathway (and its bias)."""
-
-    def make(circuit: bp.Circuit) -> torch.optim.Optimizer:
-        ff = [pw for pw in circuit.feedforward_pathways() if pw.plastic]
-        if len(ff) != len(lrs):
-            raise ValueError(f"{len(lrs)} learning rates for {len(ff)} pathways")
-        groups = [{"params": pw.own_parameters(), "lr": lr} for pw, lr in zip(ff, lrs, strict=True)]
-        return torch.optim.SGD(groups, lr=lrs[0])
-
-    return make
-
-
-def make_rule(name: str, arch: dict) -> bp.rules.Rule:
-    if name.startswith("bp"):
-        return bp.rules.get("bp")
-    if name == "ep-sym":
-        return bp.rules.get(
-            "ep",
-            beta=arch["beta_sym"],
-            nudged_steps=arch["nudged"],
-            symmetric=True,
-            persistent=True,
-        )
-    return bp.rules.get(
-        "ep", beta=arch["beta"], nudged_steps=arch["nudged"], random_sign=True, persistent=True
-    )
-
-
-def train_one(rule: str, data, s: int, arch: dict, args, record_every: int):
+def train_one(rule: str, data, s: int, args, record_every: int):
+    """One run of ``rule`` (from the same initial weights and data order for every rule);
+    returns its test error (%) per epoch, its recording and its wall time."""
     _, circuit_seed, train_seed = C.seeds(s)
-    circuit = dyn.layered_dynamical(
-        arch["sizes"],
-        activation="hard-sigmoid",
-        init=bp.init.xavier_uniform(),
+    circuit = presets.circuit(
+        circuit_seed,
+        args.hidden_layers,
         output_activation="linear" if rule == "bp-lin" else None,
-        seed=circuit_seed,
-        epsilon=EPSILON,
-        steps=arch["free"],
     )
     if rule.startswith("bp"):
-        circuit = dyn.layered_twin(circuit)  # same initial weights, feedforward sweep
+        circuit = settling.layered_twin(circuit)  # same initial weights, feedforward sweep
+        learner = bp.rules.get("bp")
+    else:
+        learner = bp.rules.get("ep", **presets.rule_options(args.hidden_layers, rule == "ep-sym"))
     path = args.out / f"{rule}_seed{s}.h5"
-    per_epoch = math.ceil(data.x_train.shape[0] / BATCH)
-    errors: list[float] = []
-
-    def at_epoch_end(step: int, signals) -> None:
-        if (step + 1) % per_epoch == 0:  # called after the update of step `step`
-            errors.append(test_error(circuit, data))
-
-    t0 = time.perf_counter()
-    bp.train(
+    run = bp.train(
         circuit,
-        make_rule(rule, arch),
+        learner,
         data,
         loss="mse",
-        optimizer=per_layer_sgd(arch["lrs"]),
+        optimizer=presets.optimizer(args.hidden_layers),
         epochs=args.epochs,
         batch_size=BATCH,
         seed=train_seed,
         progress=False,
-        evaluate_every_epoch=False,
-        on_step=at_epoch_end,
-        record=bp.Record(
-            path, every=record_every, samples=4, attrs={"learning_rates": json.dumps(arch["lrs"])}
-        ),
+        record=bp.Record(path, every=record_every, samples=4),
     )
-    wall = time.perf_counter() - t0
+    errors = 100.0 * np.array(run.history["test_error"])
     curve = xr.DataArray(
-        np.array(errors),
+        errors,
         dims="epoch",
         coords={"epoch": np.arange(1, len(errors) + 1)},
         name="test_error",
         attrs={"units": "%"},
     )
-    return curve, path, wall
-
-
-@torch.no_grad()
-def test_error(circuit: bp.Circuit, data: bp.data.Dataset, chunk: int = 5000) -> float:
-    """Classification error (%) on the test set; a DynamicalCircuit settles (circuit(x))."""
-    wrong = 0
-    for i in range(0, data.x_test.shape[0], chunk):
-        out = circuit(data.x_test[i : i + chunk])
-        wrong += int((out.argmax(1) != data.y_test[i : i + chunk].argmax(1)).sum())
-    return 100.0 * wrong / data.x_test.shape[0]
+    return curve, path, run.wall_time
 
 
 def angle_summary(path) -> dict[str, float]:
-    """Mean ∠(ΔW_EP, ΔW_BPTT) per pathway over the records, and to the twin's bp."""
-    rec = bp.load(path)
-    try:
+    """Mean ∠(ΔW_EP, ΔW_BPTT) per pathway over the records."""
+    with bp.load(path) as rec:
         a = analysis_ep.bptt_angles(rec)
-        out = {f"bptt {k}": float(v.mean()) for k, v in a.data_vars.items()}
-        for k in a.data_vars:
-            out[f"bp {k}"] = float(bp.analysis.update_angle(rec, k).mean())
-        return out
-    finally:
-        rec.close()
+        return {f"bptt {k}": float(v.mean()) for k, v in a.data_vars.items()}
 
 
 def main(argv=None) -> None:
     args = parse(sys.argv[1:] if argv is None else argv)
-    torch.manual_seed(0)
     arch = ARCHS[args.hidden_layers]
     data, note = load_data(args)
     steps_per_epoch = math.ceil(data.x_train.shape[0] / BATCH)
@@ -280,7 +193,7 @@ def main(argv=None) -> None:
     walls: dict[str, list[float]] = {r: [] for r in args.rules}
     for s in range(args.seeds):
         for rule in args.rules:
-            curve, path, wall = train_one(rule, data, s, arch, args, record_every)
+            curve, path, wall = train_one(rule, data, s, args, record_every)
             curves[rule].append(curve)
             paths[rule].append(path)
             walls[rule].append(wall)

@@ -37,24 +37,18 @@ def plot_alignment(out: Path, rules: list[str], seeds: int) -> Path:
     fig = Figure(figsize=(13, 3.8), layout="constrained")
     ax_d, ax_w, ax_b = fig.subplots(1, 3)
     for i, rule in enumerate(r for r in rules if r != "bp"):
-        recs = [bp.load(out / f"{rule}-seed{s}.h5") for s in range(seeds)]
         color = f"C{i + 1}"
-        d = np.mean([bp.analysis.update_angle(r, "hidden").values for r in recs], axis=0)
-        w = np.mean([bp.analysis.update_angle(r, "input->hidden").values for r in recs], axis=0)
-        steps = recs[0]["pathways/input->hidden"].ds.step.values
-        if np.isfinite(d).any():
-            ax_d.plot(steps, d, label=rule, color=color)
-        if np.isfinite(w).any():
-            ax_w.plot(steps, w, label=rule, color=color)
-        try:
-            b = np.mean(
-                [bp.analysis.weight_alignment(r, "hidden->output").values for r in recs], axis=0
-            )
-            ax_b.plot(steps, b, label=rule, color=color)
-        except KeyError:
-            pass
-        for r in recs:
-            r.close()
+        for ax, measure in (
+            (ax_d, lambda r: bp.analysis.update_angle(r, "hidden")),
+            (ax_w, lambda r: bp.analysis.update_angle(r, "input->hidden")),
+            (ax_b, lambda r: bp.analysis.weight_alignment(r, "hidden->output")),
+        ):
+            try:
+                a = _common.seed_mean(out, rule, seeds, measure)
+            except KeyError:  # no feedback pathway to align with (e.g. shallow)
+                continue
+            if np.isfinite(a.values).any():
+                ax.plot(a.step, a.values, label=rule, color=color)
     for ax, title in (
         (ax_d, "∠(δ_hidden, δ_BP)"),
         (ax_w, "∠(ΔW_input→hidden, ΔW_BP)"),

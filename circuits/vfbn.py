@@ -31,15 +31,12 @@ from __future__ import annotations
 
 import argparse
 import math
-from pathlib import Path
+from dataclasses import replace
 
-import h5py
 import numpy as np
-import xarray as xr
 
 import bioprop as bp
 from bioprop.analysis import dni as analysis_dni
-from bioprop.rules.synthetic_gradients import optimizer
 
 import _common as C
 
@@ -89,29 +86,35 @@ def parse_args(argv=None) -> argparse.Namespace:
     return C.parse_args("vfbn", __doc__, 3, argv, extra=_options, check=_check)
 
 
-def read(path: Path) -> xr.DataTree:
-    """The groups this script analyses (metrics, interfaces/*) as a DataTree."""
-    with h5py.File(path, "r") as f:
-        groups = ["metrics"] + [f"interfaces/{p}" for p in f.get("interfaces", {})]
-    return xr.DataTree.from_dict(
-        {g: xr.open_dataset(path, group=g, engine="h5netcdf").load() for g in groups}
-    )
-
-
-def train_one(method: str, data, s: int, epochs: int, budget: dict, args) -> dict:
-    rule_name, options, sizes = METHODS[method]
-    _, circuit_seed, train_seed = C.seeds(s)
-    c = bp.Circuit.layered(
-        sizes,
+def task(data: bp.data.Dataset, epochs: int, budget: dict) -> bp.tasks.Task:
+    """The whole network (784-256-256-256-10 ReLU), softmax cross-entropy, Adam; the modules
+    of dni and vfbn (and the local head) at their own rate (optimizer group "module")."""
+    with_modules = ("adam", {"lr": LR, "module_lr": MODULE_LR})
+    return bp.tasks.Task(
+        "fashion-mnist-vfbn",
+        "Fashion-MNIST, 784-256-256-256-10 ReLU split at hidden2, cross-entropy, Adam",
+        lambda seed, quick: data,
+        SIZES,
         activation="relu",
         output_activation="linear",
         init=bp.init.kaiming_uniform(math.sqrt(2.0)),
-        seed=circuit_seed,
+        loss="cross-entropy",
+        optimizer=("adam", {"lr": LR}),
+        rule_optimizer={"dni": with_modules, "vfbn": with_modules},
+        epochs=epochs,
+        quick_epochs=epochs,
+        quick_max_steps=budget["max_steps"],
+        batch_size=BATCH,
+        reference="Miyato et al. 2017 (CIFAR-10, ResNet-110 in two halves)",
     )
-    if rule_name == "bp":
-        rule = bp.rules.get("bp")
-    else:
-        rule = bp.rules.get(rule_name, interfaces=[INTERFACE], **options)
+
+
+def train_one(method: str, t: bp.tasks.Task, s: int, budget: dict, args) -> dict:
+    rule_name, options, sizes = METHODS[method]
+    t = replace(t, sizes=sizes)
+    if rule_name != "bp":
+        t = replace(t, rule_options={rule_name: {"interfaces": [INTERFACE], **options}})
+    c = t.circuit(s)
     tag = method.replace(", ", "_").replace(" ", "-")
     path = args.out / f"vfbn_{tag}_seed{s}.h5"
     record = bp.Record(
@@ -122,24 +125,17 @@ def train_one(method: str, data, s: int, epochs: int, budget: dict, args) -> dic
         samples=8,
         evaluate=True,
     )
-    run = bp.train(
-        c,
-        rule,
-        data,
-        loss="cross-entropy",
-        optimizer=optimizer("adam", lr=LR, module_lr=MODULE_LR),
-        epochs=epochs,
-        batch_size=BATCH,
-        seed=train_seed,
-        progress=False,
-        record=record,
-        max_steps=budget["max_steps"],
-    )
-    tree = read(path)
-    out = {"error": run.history["test_error"][-1], "curve": tree["metrics"]["test_error"]}
-    if INTERFACE in analysis_dni.interfaces(tree):
-        out["angle"] = analysis_dni.synthetic_angle(tree, INTERFACE)
-        out["relerr"] = analysis_dni.synthetic_relative_error(tree, INTERFACE)
+    options = t.train_options("layered", rule_name, args.quick)
+    data = t.load(s, args.quick)
+    run = bp.train(c, t.rule(rule_name), data, seed=s, progress=False, record=record, **options)
+    rec = bp.load(path)
+    try:
+        out = {"error": run.test_error, "curve": rec["metrics"]["test_error"].load()}
+        if INTERFACE in analysis_dni.interfaces(rec):
+            out["angle"] = analysis_dni.synthetic_angle(rec, INTERFACE).load()
+            out["relerr"] = analysis_dni.synthetic_relative_error(rec, INTERFACE).load()
+    finally:
+        rec.close()
     out["steps"] = run.steps
     return out
 
@@ -154,12 +150,10 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     budget = QUICK if args.quick else FULL
     epochs = args.epochs or budget["epochs"]
-    data = bp.data.load("fashion-mnist")
-    if args.quick:
-        data = data.subset(budget["n_train"], budget["n_test"])
-    results = {
-        m: [train_one(m, data, s, epochs, budget, args) for s in range(args.seeds)] for m in METHODS
-    }
+    quick_size = (QUICK["n_train"], QUICK["n_test"])
+    data = bp.data.load_for_run("fashion-mnist", quick=args.quick, quick_size=quick_size)
+    t = task(data, epochs, budget)
+    results = {m: [train_one(m, t, s, budget, args) for s in range(args.seeds)] for m in METHODS}
     n = args.seeds
     steps = results["bp"][0]["steps"]
     print(

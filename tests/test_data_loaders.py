@@ -31,7 +31,8 @@ from bioprop.data.mnist import (
 from bioprop.data.mnist1d import mnist1d
 
 N_TRAIN, N_TEST = 30, 12
-SYSTEM_FASHION = Path("/usr/share/datasets/fashion-mnist")
+# $BIOPROP_SYSTEM_DATASETS/fashion-mnist, default /usr/share/datasets/fashion-mnist
+SYSTEM_FASHION = mnist_module.system_datasets_dir() / "fashion-mnist"
 
 
 def make_idx_dir(directory: Path, gz: bool = True, seed: int = 0) -> dict[str, np.ndarray]:
@@ -245,20 +246,32 @@ def test_unreachable_mirror_fails_fast_with_where_to_put_files(tmp_path, closed_
 def test_default_search_without_root_fails_fast_when_nothing_is_reachable(
     monkeypatch, no_env_data, closed_port_url
 ):
+    monkeypatch.setenv("BIOPROP_SYSTEM_DATASETS", str(no_env_data / "system"))
     monkeypatch.setattr(
         mnist_module,
         "FASHION_MNIST",
-        _with(
-            mnist_module.FASHION_MNIST,
-            mirrors=(closed_port_url,),
-            system_dirs=(no_env_data / "system",),
-        ),
+        _with(mnist_module.FASHION_MNIST, mirrors=(closed_port_url,)),
     )
     with pytest.raises(MissingDataError) as exc:
         fashion_mnist(timeout=2)
     msg = str(exc.value)
-    assert f"not in {no_env_data / 'fashion-mnist'} or {no_env_data / 'system'}" in msg
+    system = no_env_data / "system" / "fashion-mnist"
+    assert f"not in {no_env_data / 'fashion-mnist'} or {system}" in msg
     assert f"in {no_env_data / 'fashion-mnist'}:" in msg
+    assert "BIOPROP_SYSTEM_DATASETS" in msg
+
+
+def test_bioprop_system_datasets_env_var_moves_the_system_directory(
+    monkeypatch, no_env_data, tmp_path
+):
+    system = tmp_path / "elsewhere"
+    arrays = make_idx_dir(system / "fashion-mnist", seed=4)
+    monkeypatch.setenv("BIOPROP_SYSTEM_DATASETS", str(system))
+    ds = fashion_mnist(download=False)
+    assert ds.meta["source"] == str(system / "fashion-mnist")
+    np.testing.assert_array_equal(ds.y_train.numpy(), arrays["train_labels"])
+    with pytest.raises(MissingDataError, match="not in .*mnist, and download=False"):
+        mnist(download=False)  # MNIST has no system directory
 
 
 def _with(source, **changes):
@@ -311,6 +324,7 @@ def test_download_with_wrong_hash_is_refused(monkeypatch, tmp_path):
 # --- the real Fashion-MNIST (Debian package dataset-fashion-mnist) ---------------
 
 
+@pytest.mark.realdata
 @pytest.mark.skipif(
     not SYSTEM_FASHION.is_dir(),
     reason=f"{SYSTEM_FASHION} is absent (install the Debian package dataset-fashion-mnist)",

@@ -1,6 +1,7 @@
 """Synthetic gradients (dni, cdni, vfbn): limits, learning, update probability, locality,
 recordings and configuration errors."""
 
+import json
 import math
 
 import pytest
@@ -11,14 +12,21 @@ import bioprop as bp
 from bioprop.analysis import dni as analysis_dni
 from bioprop.rules import bp_reference
 from bioprop.rules.synthetic_gradients import (
+    ModulePathway,
     SyntheticGradientPathway,
     VFBNPathway,
+    mlp,
     module_parameters,
-    optimizer,
     true_rate_gradients,
 )
+from bioprop.training.optim import make_optimizer
 
 MSE = bp.losses.get("mse")
+
+
+def layered_rule(name, **hyperparameters):
+    """The layered rule ``name`` ("dni" is also a recurrent rule: ask for the layered one)."""
+    return bp.rules.get(name, kind="layered", **hyperparameters)
 
 
 @pytest.fixture(autouse=True)
@@ -62,7 +70,7 @@ def make_oracle(rule, truth):
 @pytest.mark.parametrize("name", ["dni", "cdni"])
 def test_oracle_synthetic_gradient_makes_dni_updates_equal_bp(name, interfaces):
     c = deep()
-    rule = bp.rules.get(name, interfaces=interfaces).attach(c)
+    rule = layered_rule(name, interfaces=interfaces).attach(c)
     x, y = batch()
     make_oracle(rule, true_rate_gradients(c, x, y, MSE, rule.interfaces))
     signals = rule.step(c, x, y, MSE)
@@ -84,7 +92,7 @@ def test_a_zero_synthetic_gradient_is_not_bp():
     # the untrained modules predict ĝ = 0 (last layer zero): the layers below get no update,
     # so the oracle test above is not passing trivially
     c = deep()
-    rule = bp.rules.get("dni").attach(c)
+    rule = layered_rule("dni").attach(c)
     x, y = batch()
     rule.step(c, x, y, MSE)
     assert torch.count_nonzero(c.pathways["input->hidden1"].weight.grad) == 0
@@ -119,7 +127,7 @@ def _frozen_problem(name):
 @pytest.mark.parametrize("name", ["dni", "cdni"])
 def test_module_trained_on_a_frozen_network_learns_the_true_gradient(name):
     c, draw = _frozen_problem(name)
-    rule = bp.rules.get(name).attach(c)
+    rule = layered_rule(name).attach(c)
     for pw in c.feedforward_pathways():
         pw.plastic = False
     before = {k: v.clone() for k, v in c.state_dict().items() if "sg:" not in k}
@@ -147,7 +155,7 @@ def test_module_trained_on_a_frozen_network_learns_the_true_gradient(name):
 # -- update probability ------------------------------------------------------------------------
 def test_with_p_update_zero_no_layer_or_module_ever_changes(tiny_data):
     c = bp.Circuit.layered([8, 6, 5, 3], activation="tanh", init=bp.init.uniform(0.5), seed=2)
-    rule = bp.rules.get("cdni", p_update=0.0)
+    rule = layered_rule("cdni", p_update=0.0)
     rule.attach(c)
     before = {k: v.clone() for k, v in c.state_dict().items()}
     bp.train(
@@ -167,7 +175,7 @@ def test_with_p_update_zero_no_layer_or_module_ever_changes(tiny_data):
 def test_update_statistics_match_p_update_and_layers_are_independent():
     p, steps = 0.3, 1500
     c = bp.Circuit.layered([3, 4, 4, 2], activation="tanh", init=bp.init.uniform(0.5), seed=0)
-    rule = bp.rules.get("dni", p_update=p).attach(c)
+    rule = layered_rule("dni", p_update=p).attach(c)
     x, y = torch.randn(2, 3), torch.rand(2, 2)
     layers = ["hidden1", "hidden2", "output"]
     counts = dict.fromkeys(layers, 0)
@@ -197,8 +205,8 @@ def test_update_draws_are_reproducible_and_resume_from_the_rule_state():
         return [tuple(rule._draw_updates().values()) for _ in range(n)]
 
     c1, c2 = deep(), deep()
-    r1 = bp.rules.get("dni", p_update=0.5).attach(c1, torch.Generator().manual_seed(7))
-    r2 = bp.rules.get("dni", p_update=0.5).attach(c2, torch.Generator().manual_seed(7))
+    r1 = layered_rule("dni", p_update=0.5).attach(c1, torch.Generator().manual_seed(7))
+    r2 = layered_rule("dni", p_update=0.5).attach(c2, torch.Generator().manual_seed(7))
     assert draws(r1, 20) == draws(r2, 20)
     state = r1.state_dict()
     ahead = draws(r1, 10)
@@ -209,7 +217,7 @@ def test_update_draws_are_reproducible_and_resume_from_the_rule_state():
 # -- locality ----------------------------------------------------------------------------------
 def lower_grads_after_nan_above(name, interfaces, nan_pathways):
     c = deep()
-    rule = bp.rules.get(name, interfaces=interfaces).attach(c)
+    rule = layered_rule(name, interfaces=interfaces).attach(c)
     x, y = batch()
     state = rule.forward(c, x)
     with torch.no_grad():
@@ -248,7 +256,7 @@ def test_below_one_interface_the_block_is_backprop_and_the_probe_sees_it():
 # -- vfbn --------------------------------------------------------------------------------------
 def test_vfbn_whose_virtual_network_is_the_true_upper_network_gives_bp():
     c = deep(output_activation="logistic")
-    rule = bp.rules.get(
+    rule = layered_rule(
         "vfbn", hidden=(4,), activation="tanh", fit="both", interfaces=["hidden2"]
     ).attach(c)
     module = rule.modules["hidden2"]
@@ -270,7 +278,7 @@ def test_vfbn_whose_virtual_network_is_the_true_upper_network_gives_bp():
 def test_vfbn_task_fit_is_a_local_supervised_head():
     # fit="task": v_f (linear) is trained on the task loss itself, L_M = ⟨ℓ(y, f_out(v_f(h)))⟩
     c = deep(output_activation="linear")
-    rule = bp.rules.get("vfbn", fit="task", interfaces=["hidden2"]).attach(c)
+    rule = layered_rule("vfbn", fit="task", interfaces=["hidden2"]).attach(c)
     x, y = batch()
     s = rule.step(c, x, y, MSE)
     head = rule.modules["hidden2"].net[0]
@@ -284,7 +292,7 @@ def test_vfbn_task_fit_is_a_local_supervised_head():
 # -- modules are feedback pathways; recordings and analyses -------------------------------------
 def test_modules_are_plastic_feedback_pathways_trained_by_the_same_optimizer():
     c = bp.Circuit.layered([5, 6, 4, 3], activation="relu", seed=0)
-    rule = bp.rules.get("cdni", module="mlp", hidden=(7,)).attach(c)
+    rule = layered_rule("cdni", module="mlp", hidden=(7,)).attach(c)
     sg = c.pathways["sg:hidden1"]
     assert isinstance(sg, SyntheticGradientPathway)
     assert (sg.role, sg.plastic, sg.source, sg.target) == ("feedback", True, "hidden1", "hidden1")
@@ -292,10 +300,67 @@ def test_modules_are_plastic_feedback_pathways_trained_by_the_same_optimizer():
     assert sg.net[0].in_features == 6 + 3  # h ⊕ one-hot label
     ids = {id(p) for p in c.plastic_parameters()}
     assert all(id(p) in ids for p in module_parameters(c))
-    opt = optimizer("adam", lr=1e-4, module_lr=1e-2)(c)
-    assert [g["lr"] for g in opt.param_groups] == [1e-4, 1e-2]
-    assert len(opt.param_groups[1]["params"]) == len(module_parameters(c)) == 2 * 2 * 2
+    opt = make_optimizer(("adam", {"lr": 1e-4, "module_lr": 1e-2}), c, rule)
+    groups = {g["name"]: g for g in opt.param_groups}
+    assert {n: g["lr"] for n, g in groups.items()} == {"circuit": 1e-4, "module": 1e-2}
+    assert len(groups["module"]["params"]) == len(module_parameters(c)) == 2 * 2 * 2
+    # without module_lr the modules learn at lr, still in their own group
+    opt = make_optimizer(("sgd", {"lr": 0.1}), c, rule)
+    assert [(g["name"], g["lr"]) for g in opt.param_groups] == [("circuit", 0.1), ("module", 0.1)]
     assert rule.hyperparameters()["module"] == "mlp"
+
+
+def test_module_lr_of_a_dni_run_is_in_the_recordings_provenance(tmp_path, tiny_data):
+    c = bp.Circuit.layered([8, 6, 5, 3], activation="tanh", init=bp.init.uniform(0.5), seed=2)
+    path = tmp_path / "dni.h5"
+    bp.train(
+        c,
+        "dni",
+        tiny_data,
+        optimizer=("adam", {"lr": 1e-4, "module_lr": 3e-3}),
+        epochs=1,
+        batch_size=16,
+        progress=False,
+        record=bp.Record(path, every=2, samples=2),
+    )
+    tree = bp.load(path)
+    try:
+        assert tree.attrs["rule"] == "dni" and tree.attrs["rule_kind"] == "layered"
+        groups = {g["name"]: g for g in json.loads(tree.attrs["optimizer_groups"])}
+        assert groups["module"]["lr"] == 3e-3 and groups["circuit"]["lr"] == 1e-4
+        assert groups["module"]["parameters"] == (6 * 6 + 6) + (5 * 5 + 5)  # A, b per module
+        assert json.loads(tree.attrs["rule_hyperparameters"])["p_update"] == 1.0
+    finally:
+        tree.close()
+
+
+def test_recording_into_an_undeclared_group_names_the_rule(tmp_path, tiny_data):
+    c = bp.Circuit.layered([8, 6, 3], activation="tanh", seed=0)
+    rule = layered_rule("cdni")
+    rule.record_variables = lambda circuit, samples: {}  # declares nothing, records anyway
+    with pytest.raises(KeyError, match="rule 'cdni' recorded into 'interfaces/hidden'"):
+        bp.train(c, rule, tiny_data, progress=False, record=bp.Record(tmp_path / "x.h5", every=1))
+
+
+def test_a_module_lr_for_a_rule_without_modules_is_refused(tiny_data):
+    c = bp.Circuit.layered([8, 6, 3], seed=0)
+    with pytest.raises(ValueError, match=r"\['module_lr'\] name no parameter group of rule 'bp'"):
+        bp.train(c, "bp", tiny_data, optimizer=("adam", {"module_lr": 1e-3}), progress=False)
+
+
+def test_the_one_mlp_builder_draws_hidden_layers_and_zeroes_the_last():
+    g1, g2 = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
+    a, b = mlp([5, 7, 3], g1), mlp([5, 7, 3], g2)
+    assert [type(m).__name__ for m in a] == ["Linear", "Act", "Linear"]
+    assert torch.equal(a[0].weight, b[0].weight)  # reproducible from the generator
+    bound = math.sqrt(6.0 / 5)  # kaiming-uniform, gain √2
+    assert 0 < float(a[0].weight.detach().abs().max()) <= bound
+    assert torch.count_nonzero(a[2].weight) == 0 and torch.count_nonzero(a[0].bias) == 0
+    linear = mlp([4, 4], torch.Generator(), zero_last=False)
+    assert len(linear) == 1 and torch.count_nonzero(linear[0].weight) > 0
+    with pytest.raises(ValueError, match="sizes must be at least"):
+        mlp([4], torch.Generator())
+    assert issubclass(SyntheticGradientPathway, ModulePathway)
 
 
 def test_recording_holds_synthetic_and_true_gradients_and_the_analyses_read_them(
@@ -306,7 +371,7 @@ def test_recording_holds_synthetic_and_true_gradients_and_the_analyses_read_them
     lr = 0.05
     bp.train(
         c,
-        bp.rules.get("dni"),
+        layered_rule("dni"),
         tiny_data,
         optimizer=("sgd", {"lr": lr}),
         epochs=2,
@@ -361,7 +426,7 @@ def test_module_weight_update_is_the_change_of_its_effective_weight(name, option
     # step θ ← θ − ε·∇θ must change the effective weight by ε·weight_update (first order)
     torch.manual_seed(0)
     c = bp.Circuit.layered([5, 6, 4, 3], activation="tanh", init=bp.init.uniform(0.5)).double()
-    rule = bp.rules.get(name, **options).attach(c)
+    rule = layered_rule(name, **options).attach(c)
     module = rule.modules["hidden1"]
     with torch.no_grad():  # move the zero last layer so that every parameter has a gradient
         for p in module.net.parameters():
@@ -384,7 +449,7 @@ def test_module_weight_update_is_the_change_of_its_effective_weight(name, option
 @pytest.mark.parametrize("p", [-0.1, 1.5, "0.5", True, float("nan")])
 def test_p_update_outside_unit_interval_is_refused(p):
     with pytest.raises(ValueError, match=r"p_update must be a probability in \[0, 1\]"):
-        bp.rules.get("dni", p_update=p)
+        layered_rule("dni", p_update=p)
 
 
 @pytest.mark.parametrize("name", ["dni", "cdni"])
@@ -392,17 +457,17 @@ def test_unknown_module_kind_is_refused(name):
     with pytest.raises(
         ValueError, match="unknown synthetic-gradient module 'conv'; choose one of 'linear', 'mlp'"
     ):
-        bp.rules.get(name, module="conv")
+        layered_rule(name, module="conv")
 
 
 def test_other_bad_configurations_are_refused_with_what_to_do():
     with pytest.raises(ValueError, match="unknown VFBN fit 'imitate'; choose one of 'gradient'"):
-        bp.rules.get("vfbn", fit="imitate")
+        layered_rule("vfbn", fit="imitate")
     with pytest.raises(ValueError, match="hidden layer sizes must be positive integers"):
-        bp.rules.get("dni", module="mlp", hidden=(0,))
+        layered_rule("dni", module="mlp", hidden=(0,))
     with pytest.raises(ValueError, match="interface 'output' is not a hidden population"):
-        bp.rules.get("dni", interfaces=["output"]).attach(deep())
+        layered_rule("dni", interfaces=["output"]).attach(deep())
     with pytest.raises(ValueError, match="unknown activation"):
-        bp.rules.get("vfbn", activation="swish")
+        layered_rule("vfbn", activation="swish")
     with pytest.raises(TypeError, match="call predict"):
-        bp.rules.get("dni").attach(deep()).modules["hidden1"].forward(torch.zeros(1, 7))
+        layered_rule("dni").attach(deep()).modules["hidden1"].forward(torch.zeros(1, 7))

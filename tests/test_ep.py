@@ -1,4 +1,4 @@
-"""Equilibrium propagation on dynamical rate circuits (bioprop.settling.dynamics, rule ``ep``).
+"""Equilibrium propagation on settling circuits (bioprop.settling, rule ``ep``).
 
 The gradient theorem (EP → BPTT as β → 0), fixed points and energy descent, the errors
 for bad configurations, locality of the update, training and recording.
@@ -14,9 +14,11 @@ import pytest
 import torch
 
 import bioprop as bp
+from bioprop import settling
+from bioprop.analysis import angle
 from bioprop.analysis import ep as analysis_ep
 from bioprop.rules.equilibrium import EquilibriumPropagation, write_ep_grads
-from bioprop.settling import dynamics as dyn
+from bioprop.training.loop import epoch_order
 
 MSE = bp.losses.get("mse")
 
@@ -34,7 +36,7 @@ def one_thread():
 def small_circuit(activation="hard-sigmoid", sizes=(5, 8, 6, 3), seed=1, steps=3000, tol=1e-13):
     """A float64 circuit with two hidden populations, biases that keep most units off the
     hard-sigmoid's kinks, and a settling budget that converges."""
-    c = dyn.layered_dynamical(
+    c = settling.layered_dynamical(
         sizes,
         activation=activation,
         init=bp.init.uniform(0.5),
@@ -55,28 +57,22 @@ def small_circuit(activation="hard-sigmoid", sizes=(5, 8, 6, 3), seed=1, steps=3
     return c, rule, x, y
 
 
-def _angle(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.detach(), b.detach()
-    cos = float((a * b).sum() / (a.norm() * b.norm()))
-    return math.degrees(math.acos(max(-1.0, min(1.0, cos))))
-
-
 def _ep_vs_bptt(c, x, y, betas, symmetric=False):
     """Per β, per pathway: (angle in degrees, relative error) of the converged EP
     pseudo-gradient against the BPTT gradient through the converged free phase."""
-    free = dyn.settle(c, x)
+    free = settling.settle(c, x)
     assert free.converged
-    ref = dyn.bptt(c, x, y, steps=free.steps)
+    ref = settling.bptt(c, x, y, steps=free.steps)
     out = {}
     for beta in betas:
-        nudged = dyn.settle(c, x, beta=beta, target=y, start=free.u)
-        minus = dyn.settle(c, x, beta=-beta, target=y, start=free.u) if symmetric else None
+        nudged = settling.settle(c, x, beta=beta, target=y, start=free.u)
+        minus = settling.settle(c, x, beta=-beta, target=y, start=free.u) if symmetric else None
         write_ep_grads(c, free.r, nudged.r, beta, minus.r if minus else None)
         out[beta] = {}
         for pw in c.feedforward_pathways():
             g_ep, g_bptt = pw.weight.grad, ref.grads[f"{pw.name}.weight"]
             rel = float((g_ep - g_bptt).norm() / g_bptt.norm())
-            out[beta][pw.name] = (_angle(g_ep, g_bptt), rel)
+            out[beta][pw.name] = (angle(g_ep, g_bptt), rel)
     return out
 
 
@@ -102,12 +98,12 @@ def test_symmetric_estimate_has_a_second_order_bias():
 
 def test_bptt_reference_matches_finite_differences_of_the_settled_loss():
     c, _, x, y = small_circuit("tanh", steps=200, tol=None)
-    ref = dyn.bptt(c, x, y, steps=200)
+    ref = settling.bptt(c, x, y, steps=200)
     pw = c.pathways["hidden1->hidden2"]
 
     def loss() -> float:
-        u = dyn.settle(c, x, steps=200, tol=None).u
-        return float(dyn.cost(c, u, y).mean())
+        u = settling.settle(c, x, steps=200, tol=None).u
+        return float(settling.cost(c, u, y).mean())
 
     h = 1e-6
     for idx in [(0, 0), (3, 5), (5, 7)]:
@@ -125,38 +121,38 @@ def test_bptt_reference_matches_finite_differences_of_the_settled_loss():
 @pytest.mark.parametrize("activation", ["hard-sigmoid", "logistic"])
 def test_free_settling_descends_the_energy_to_a_fixed_point(activation):
     c, _, x, y = small_circuit(activation, tol=1e-10)
-    free = dyn.settle(c, x, trace=x.shape[0])
+    free = settling.settle(c, x, trace=x.shape[0])
     assert free.stopped == "tolerance" and free.converged and free.residual < 1e-10
     traj = free.trajectory
     T = traj["output"].shape[0]
     energies = torch.stack(
-        [dyn.energy(c, x, {n: traj[n][t] for n in traj}) for t in range(T)]
+        [settling.energy(c, x, {n: traj[n][t] for n in traj}) for t in range(T)]
     )  # (time, sample)
     assert torch.all(energies[1:] - energies[:-1] <= 1e-12), energies.diff(dim=0).max()
     # the settled state is stationary: one more Euler step moves it by less than tol
-    again = dyn.settle(c, x, start=free.u, steps=1, tol=None)
+    again = settling.settle(c, x, start=free.u, steps=1, tol=None)
     for n in free.u:
         assert torch.allclose(again.u[n], free.u[n], atol=1e-10)
 
 
 def test_nudged_phase_with_beta_zero_reproduces_the_free_state():
     c, _, x, y = small_circuit()
-    free = dyn.settle(c, x)
-    nudged = dyn.settle(c, x, beta=0.0, target=y, start=free.u, steps=50, tol=None)
+    free = settling.settle(c, x)
+    nudged = settling.settle(c, x, beta=0.0, target=y, start=free.u, steps=50, tol=None)
     for n in free.u:
         assert torch.allclose(nudged.u[n], free.u[n], atol=1e-12)
 
 
 def test_nudging_lowers_the_cost_and_the_total_energy_decreases():
     c, _, x, y = small_circuit(tol=1e-12)
-    free = dyn.settle(c, x)
+    free = settling.settle(c, x)
     beta = 0.5
-    nudged = dyn.settle(c, x, beta=beta, target=y, start=free.u, trace=x.shape[0])
-    assert float(dyn.cost(c, nudged.u, y).sum()) < float(dyn.cost(c, free.u, y).sum())
+    nudged = settling.settle(c, x, beta=beta, target=y, start=free.u, trace=x.shape[0])
+    assert float(settling.cost(c, nudged.u, y).sum()) < float(settling.cost(c, free.u, y).sum())
     traj = nudged.trajectory
     F = torch.stack(
         [
-            dyn.total_energy(c, x, {n: traj[n][t] for n in traj}, y, beta)
+            settling.total_energy(c, x, {n: traj[n][t] for n in traj}, y, beta)
             for t in range(traj["output"].shape[0])
         ]
     )
@@ -170,7 +166,7 @@ def test_beta_zero_is_refused_for_training():
 
 
 def test_a_non_symmetric_feedback_pathway_is_refused():
-    c = dyn.layered_dynamical([4, 5, 3], seed=0)
+    c = settling.layered_dynamical([4, 5, 3], seed=0)
     B = bp.Pathway(
         "output",
         "hidden",
@@ -189,7 +185,7 @@ def test_a_non_symmetric_feedback_pathway_is_refused():
 
 
 def test_settling_without_the_transpose_feedback_says_how_to_add_it():
-    c = dyn.layered_dynamical([4, 5, 3], seed=0)
+    c = settling.layered_dynamical([4, 5, 3], seed=0)
     with pytest.raises(
         ValueError,
         match=r"no feedback pathway carries Wᵀ back to 'hidden'.*"
@@ -211,21 +207,21 @@ def test_instant_populations_are_refused():
 def test_settling_that_runs_out_of_steps_warns():
     c, _, x, _ = small_circuit(steps=3, tol=1e-9)
     with pytest.warns(
-        dyn.NonConvergenceWarning,
+        settling.NonConvergenceWarning,
         match=r"settling did not converge: max \|du/dt\|"
         r" = .* > tol = 1e-09 after 3 steps",
     ):
-        res = dyn.settle(c, x)
+        res = settling.settle(c, x)
     assert res.stopped == "steps" and not res.converged
 
 
 def test_a_diverging_settling_raises():
-    c = dyn.layered_dynamical(
+    c = settling.layered_dynamical(
         [4, 6, 3], activation="linear", init=bp.init.uniform(3.0), seed=0, epsilon=1.9, steps=500
     )
     bp.rules.get("ep").attach(c)
     with pytest.raises(
-        dyn.SettlingError,
+        settling.SettlingError,
         match=r"settling diverged: population '\w+' has NaN/Inf"
         r" states .* Lower epsilon",
     ):
@@ -252,8 +248,8 @@ def test_a_plain_circuit_with_leaky_populations_warns_that_evaluation_sweeps():
 # -- locality ---------------------------------------------------------------------------------
 def test_the_update_of_a_weight_reads_only_the_rates_of_its_two_populations():
     c, _, x, y = small_circuit()
-    free = dyn.settle(c, x)
-    nudged = dyn.settle(c, x, beta=0.1, target=y, start=free.u)
+    free = settling.settle(c, x)
+    nudged = settling.settle(c, x, beta=0.1, target=y, start=free.u)
     write_ep_grads(c, free.r, nudged.r, 0.1)
     target = c.pathways["hidden1->hidden2"]
     expected = target.weight.grad.clone()
@@ -290,7 +286,7 @@ def _toy(n_train=400, n_test=200, seed=0) -> bp.data.Dataset:
 
 def test_a_quick_ep_training_run_reduces_the_loss(tmp_path):
     data = _toy()
-    c = dyn.layered_dynamical([12, 20, 3], seed=0)
+    c = settling.layered_dynamical([12, 20, 3], seed=0)
     rule = bp.rules.get("ep", beta=1.0, random_sign=True, persistent=True)
     run = bp.train(
         c,
@@ -312,7 +308,7 @@ def test_a_quick_ep_training_run_reduces_the_loss(tmp_path):
 
 def test_recording_holds_trajectories_energy_and_the_bptt_reference(tmp_path):
     data = _toy(60, 20)
-    c = dyn.layered_dynamical([12, 7, 3], seed=0, steps=10)
+    c = settling.layered_dynamical([12, 7, 3], seed=0, steps=10)
     rule = bp.rules.get("ep", beta=0.5, nudged_steps=3, symmetric=True)
     path = tmp_path / "ep.h5"
     bp.train(
@@ -338,6 +334,19 @@ def test_recording_holds_trajectories_energy_and_the_bptt_reference(tmp_path):
         e = analysis_ep.settling_energy(rec, sample=0).isel(step=0)
         free_e = e.where(e.phase == 0, drop=True).values
         assert (free_e[1:] - free_e[:-1] <= 1e-5).all()  # float32 record of a descent
+        # the trainer's shadow reference of a settling rule is BPTT through the settling:
+        # at step 0, −∂L/∂W by BPTT on the initial weights and the first batch
+        pw = rec["pathways/input->hidden"]
+        assert "weight_update_bp" in pw and "weight_update_bptt" not in pw
+        fresh = settling.layered_dynamical([12, 7, 3], seed=0, steps=10)
+        bp.rules.get("ep").attach(fresh)
+        idx = epoch_order(0, 0, 60)[:10]
+        first = settling.bptt(fresh, data.x_train[idx], data.y_train[idx])
+        expected = -first.grads["input->hidden.weight"].numpy()
+        recorded = pw["weight_update_bp"].isel(step=0).values
+        assert recorded == pytest.approx(expected, rel=1e-4, abs=1e-7)
+        assert "delta_bp" in rec["populations/hidden"]
+        assert bool((bp.analysis.reference_angle(rec, "hidden") < 90).all())
         angles = analysis_ep.bptt_angles(rec)
         assert set(angles.data_vars) == {"input->hidden", "hidden->output"}
         assert angles["input->hidden"].dims == ("step",)
@@ -348,6 +357,62 @@ def test_recording_holds_trajectories_energy_and_the_bptt_reference(tmp_path):
         assert u.dims == ("step", "time", "neuron") and "phase" in u.coords
     finally:
         rec.close()
+
+
+def test_the_rules_reference_is_bptt_through_the_free_phase_it_will_run():
+    c, _, x, y = small_circuit(steps=30, tol=None)
+    rule = bp.rules.get("ep", beta=0.1, persistent=True)
+    c.remove_pathway("output->hidden2")
+    c.remove_pathway("hidden2->hidden1")
+    rule.attach(c)
+    rule.step(c, x, y, MSE)  # leaves persistent particles for x
+    start = rule._bank.get(settling.ParticleBank.keys(x))
+    assert start is not None
+    grads = {n: p.grad.clone() for n, p in c.named_parameters() if p.grad is not None}
+    ref = rule.reference(c, x, y, MSE)
+    assert ref.method == "bptt through the settling"
+    expected = settling.bptt(c, x, y, start=start)
+    assert ref.grads.keys() == expected.grads.keys() and ref.grads
+    for k, g in expected.grads.items():
+        assert torch.equal(ref.grads[k], g), k
+    assert set(ref.delta) == {"hidden1", "hidden2", "output"}
+    # .grad and the particles are left alone
+    assert all(torch.equal(p.grad, grads[n]) for n, p in c.named_parameters() if n in grads)
+    assert torch.equal(rule._bank.get(settling.ParticleBank.keys(x))["output"], start["output"])
+    # and it is not the layered twin's backprop gradient
+    twin = bp.rules.reference.backprop(c, x, y, MSE)
+    assert angle(ref.grads["input->hidden1.weight"], twin.grads["input->hidden1.weight"]) > 1.0
+
+
+def test_image_tasks_train_ep_on_the_settling_circuit_with_per_layer_learning_rates():
+    from bioprop.training.optim import groups_of, make_optimizer
+
+    for name in ("fashion-mnist", "mnist"):
+        t = bp.tasks.get(name)
+        assert t.kind_for("ep") == "settling" and t.kind_for("fa") == "layered"
+        c = t.circuit(0, "settling")
+        assert isinstance(c, settling.DynamicalCircuit) and c.kind == "settling"
+        assert [p.size for p in c.populations.values()] == [784, 500, 10]
+        assert c.settling.epsilon == 0.5 and c.settling.steps == 20
+        rule = t.rule("ep")
+        hp = rule.hyperparameters()
+        assert hp["beta"] == 1.0 and hp["random_sign"] and hp["persistent"]
+        rule.attach(c)
+        opt = make_optimizer(t.train_options("settling", "ep", quick=True)["optimizer"], c, rule)
+        lrs = {g["name"]: g["lr"] for g in groups_of(opt)}
+        assert lrs == {"input->hidden": 0.1, "hidden->output": 0.05}  # S&B's, halved
+
+
+def test_ep_learns_the_synthetic_fashion_mnist_stand_in_without_diverging():
+    from bioprop.data.synthetic import stand_in
+
+    t = bp.tasks.get("fashion-mnist")
+    data = stand_in("fashion-mnist", 2000, 1000)  # what a quick compare gets without the files
+    opts = t.train_options("settling", "ep", quick=True)
+    run = bp.train(t.circuit(0, "settling"), t.rule("ep"), data, seed=0, progress=False, **opts)
+    assert run.steps == 60 and math.isfinite(run.final_loss)
+    # chance is 0.9, and 0.5 the test loss of the dead state with every output clipped at 0
+    assert run.test_error < 0.7 and run.final_loss < 0.45, run.history
 
 
 def test_random_sign_draws_both_signs_reproducibly():
@@ -369,8 +434,8 @@ def test_random_sign_draws_both_signs_reproducibly():
 
 def test_dynamical_circuit_output_is_the_free_fixed_point_and_its_twin_sweeps():
     c, _, x, _ = small_circuit(tol=1e-12)
-    assert torch.equal(c(x), dyn.settle(c, x).r["output"])
-    twin = dyn.layered_twin(c)
+    assert torch.equal(c(x), settling.settle(c, x).r["output"])
+    twin = settling.layered_twin(c)
     assert all(p.dynamics == "instant" for p in twin.populations.values())
     assert not list(twin.feedback_pathways())
     assert torch.allclose(twin(x), c.sweep(x).r["output"])
@@ -392,7 +457,7 @@ def test_rule_is_found_by_name_with_its_hyperparameters():
     assert hp["beta"] == 0.2 and hp["symmetric"] and hp["nudged_steps"] == 7
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        c = dyn.layered_dynamical([4, 5, 3])
+        c = settling.layered_dynamical([4, 5, 3])
         rule.attach(c)
     assert rule.hyperparameters()["free_steps"] == 20
     assert isinstance(c.pathways["output->hidden"], bp.TransposePathway)

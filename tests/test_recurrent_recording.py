@@ -12,27 +12,25 @@ import torch
 import bioprop as bp
 from bioprop.analysis import rnn as analysis_rnn
 from bioprop.core import seeding
-from bioprop.recurrent import CopyTask, Curriculum, RecurrentCircuit, full_bptt, get
-from bioprop.recurrent.recording import boundary_angle, relative_error
-from bioprop.recurrent.train import train_curriculum
+from bioprop.recurrent import CopyTask, Curriculum, RecurrentCircuit, SequenceData, full_bptt
+from bioprop.recurrent.recording import relative_error
 
 
-def _train(path, rule="dni", T=2, steps=6, every=2, n_start=3, hidden=8, samples=3):
+def _train(path, rule="dni", T=2, steps=6, every=2, n_start=3, hidden=8, samples=3, **options):
     task = CopyTask()
     c = RecurrentCircuit(task.n_in, hidden, task.n_out, cell="lstm", seed=0)
-    r = get(rule, T=T)
-    run = train_curriculum(
-        c,
-        r,
-        task,
-        Curriculum(n_start=n_start, window=2),
-        steps=steps,
-        batch_size=4,
-        lr=1e-3,
-        seed=0,
-        record=bp.Record(path, every=every, samples=samples),
-        max_boundaries=4,
-    )
+    r = bp.rules.get(rule, kind="recurrent", T=T)
+    kwargs = {
+        "steps": steps,
+        "batch_size": 4,
+        "optimizer": ("adam", {"lr": 1e-3, "module_lr": 1e-2}),
+        "seed": 0,
+        "record": bp.Record(path, every=every, samples=samples) if path else None,
+        "record_boundaries": 4,
+        "progress": False,
+        **options,
+    }
+    run = bp.train(c, r, SequenceData(task, Curriculum(n_start=n_start, window=2)), **kwargs)
     return c, r, run
 
 
@@ -44,8 +42,11 @@ def test_recording_holds_boundary_gradients_curriculum_and_the_full_bptt_shadow(
         assert {"metrics", "pathways", "populations", "interfaces", "curriculum"} <= set(
             tree.children
         )
-        assert tree.attrs["rule"] == "dni"
+        assert tree.attrs["rule"] == "dni" and tree.attrs["rule_kind"] == "recurrent"
         assert json.loads(tree.attrs["rule_hyperparameters"])["T"] == 2
+        groups = {g["name"]: g["lr"] for g in json.loads(tree.attrs["optimizer_groups"])}
+        assert groups == {"circuit": 1e-3, "module": 1e-2}  # the module's own lr is kept
+        assert json.loads(tree.attrs["curriculum"])["window"] == 2
         ig = tree["interfaces/hidden"].to_dataset()
         assert ig["step"].values.tolist() == [0, 3, 6]
         assert ig["synthetic"].dims == ("step", "boundary", "sample", "unit")
@@ -121,7 +122,7 @@ def test_the_recorded_true_gradient_is_the_full_bptt_boundary_gradient(tmp_path)
     task = CopyTask()
     c = RecurrentCircuit(task.n_in, 8, task.n_out, cell="lstm", seed=0)
     batch = task.sample(3, 4, seeding.generator(0, "data"))
-    _, _, true = full_bptt(c, batch, 2)
+    true = full_bptt(c, batch, 2).boundaries
     tree = bp.load(path)
     try:
         rec = tree["interfaces/hidden"].to_dataset()["true"].values[0]
@@ -131,11 +132,8 @@ def test_the_recorded_true_gradient_is_the_full_bptt_boundary_gradient(tmp_path)
         tree.close()
 
 
-def test_angle_and_relative_error_helpers():
+def test_relative_error_helper():
     a = torch.tensor([[1.0, 0.0]])
-    assert boundary_angle(a, torch.tensor([[0.0, 2.0]])) == pytest.approx(90.0)
-    assert boundary_angle(a, -a) == pytest.approx(180.0)
-    assert math.isnan(boundary_angle(torch.zeros(1, 2), a))
     assert relative_error(2 * a, a) == pytest.approx(1.0)
     assert math.isnan(relative_error(a, torch.zeros(1, 2)))
 
@@ -181,3 +179,55 @@ def test_analyses_refuse_a_recording_without_boundary_groups(tmp_path):
             analysis_rnn.boundary_summary(tree)
     finally:
         tree.close()
+
+
+def test_run_reports_the_curriculum_and_bits_per_character_of_the_last_updates():
+    _, _, run = _train(None, steps=8, n_start=1)
+    details = run.details
+    assert run.steps == 8 and len(details.history) == 8
+    assert details.rule == "dni" and details.T == 2 and details.final_n >= details.max_solved
+    errors = [e for _, e in details.history]
+    assert run.final_loss == pytest.approx(sum(errors[-2:]) / 2)  # the curriculum's window
+    assert run.history["n"][0] == 1 and math.isnan(run.test_error)
+
+
+@pytest.mark.parametrize(
+    "options, error, message",
+    [
+        ({"epochs": 3}, TypeError, r"no option\(s\) \['epochs'\]"),
+        ({"loss": "mse"}, ValueError, "sequence loss"),
+        ({"steps": 0}, ValueError, "steps must be a positive integer"),
+        ({"batch_size": None}, ValueError, "needs batch_size="),
+    ],
+)
+def test_the_loop_refuses_options_it_does_not_have(options, error, message):
+    with pytest.raises(error, match=message):
+        _train(None, **options)
+
+
+def test_the_loop_refuses_data_that_is_not_a_sequence_task():
+    c = RecurrentCircuit(9, 8, 8)
+    with pytest.raises(TypeError, match="trains on a bioprop.recurrent.SequenceData"):
+        bp.train(c, "bptt", bp.data.load("linear-teacher"), steps=1)
+    with pytest.raises(ValueError, match=r"build RecurrentCircuit\(10, n_hidden, 9\)"):
+        bp.train(c, "bptt", SequenceData(bp.recurrent.RepeatCopyTask()), steps=1)
+
+
+def test_a_nan_loss_stops_the_run_naming_the_rule_and_keeping_the_recording(tmp_path):
+    task = CopyTask()
+    c = RecurrentCircuit(task.n_in, 8, task.n_out, seed=0)
+    with torch.no_grad():
+        c.pathways["hidden->output"].weight[0, 0] = float("nan")
+    path = tmp_path / "nan.h5"
+    with pytest.raises(bp.DivergenceError, match="rule 'bptt'") as info:
+        bp.train(
+            c,
+            "bptt",
+            SequenceData(task),
+            steps=5,
+            record=bp.Record(path, every=1),
+            progress=False,
+        )
+    assert info.value.step == 0 and info.value.details.rule == "bptt"
+    with bp.load(path) as rec:
+        assert rec["metrics"].to_dataset().sizes["step"] == 1

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
+import bioprop as bp
 from bioprop.recurrent import (
+    CopyTask,
     Curriculum,
+    SequenceData,
     bits_per_character,
     get_task,
     sequence_loss,
 )
-from bioprop.recurrent.tasks import BITS, CopyTask, RepeatCopyTask
+from bioprop.recurrent.tasks import BITS, RepeatCopyTask
 
 
 def gen(seed=0):
@@ -116,3 +120,25 @@ def test_curriculum_stops_at_n_max_but_keeps_counting_solved():
 def test_bad_task_and_curriculum_settings_are_refused(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+def test_sequence_data_hands_every_run_a_fresh_curriculum():
+    data = SequenceData(CopyTask(), Curriculum(n_start=2, window=1))
+    assert (data.name, data.n_inputs, data.n_outputs) == ("copy", BITS + 1, BITS)
+    cur = data.curriculum.fresh()
+    cur.update(0.0)
+    assert cur.n == 3 and data.curriculum.n == 2
+    again = data.curriculum.fresh()
+    assert again.n == 2 and again.history == [] and again.settings()["window"] == 1
+    with pytest.raises(TypeError, match="must be a sequence task"):
+        SequenceData("copy")
+
+
+def test_compare_runs_the_recurrent_rules_on_the_copy_task(tmp_path):
+    ds = bp.compare(
+        "copy", rules=["bptt", "dni"], seeds=1, quick=True, out=tmp_path, progress=False
+    )
+    assert list(ds["kind"].values) == ["recurrent", "recurrent"]
+    assert np.isfinite(ds.final_loss.values).all()  # bits per character
+    assert np.isfinite(ds.angle_to_bp.values).all()
+    assert set(bp.tasks.get("copy").kinds()) == {"recurrent"}

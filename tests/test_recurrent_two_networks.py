@@ -2,20 +2,38 @@
 
 from __future__ import annotations
 
+import json
+import math
+from types import SimpleNamespace
+
 import pytest
 import torch
 
-from bioprop.recurrent.two_networks import StreamTask, TwoNetworks, evaluate, train_step
+import bioprop as bp
+from bioprop.core import seeding
+from bioprop.recurrent.two_networks import (
+    METHODS,
+    StreamTask,
+    TwoNetworks,
+    evaluate,
+    get_method,
+    train_step,
+)
+from bioprop.recurrent.two_networks_loop import fit
+
+
+def gen(seed):
+    return seeding.generator(seed, "test streams")
 
 
 def _task(T=2, blocks=4, n=40, d=6, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return StreamTask(torch.randn(n, d, generator=g), torch.arange(n) % 10, T=T, blocks=blocks)
+    x = torch.randn(n, d, generator=gen(seed))
+    return StreamTask(x, torch.arange(n) % 10, T=T, blocks=blocks)
 
 
 def test_stream_targets_count_odd_classes_per_block_and_threes_over_T_squared_steps():
     task = _task(T=3, blocks=5)
-    s = task.sample(4, torch.Generator().manual_seed(1))
+    s = task.sample(4, gen(1))
     assert s.x.shape == (15, 4, 6) and s.a.shape == (5, 4) and s.b.shape == (5, 4)
     # recover the classes from the images (class = row index mod 10, rows are distinct)
     rows = (s.x[:, :, None, :] == task.x[None, None]).all(-1).float().argmax(-1)
@@ -30,8 +48,8 @@ def test_stream_targets_count_odd_classes_per_block_and_threes_over_T_squared_st
 
 def test_streams_are_reproducible_from_the_seed():
     task = _task()
-    a = task.sample(3, torch.Generator().manual_seed(7))
-    b = task.sample(3, torch.Generator().manual_seed(7))
+    a = task.sample(3, gen(7))
+    b = task.sample(3, gen(7))
     assert torch.equal(a.x, b.x) and torch.equal(a.b, b.b)
 
 
@@ -65,10 +83,9 @@ def test_oracle_modules_make_network_a_learn_exactly_as_with_full_bptt():
     """With M_A := the true future gradient at A's boundaries (B's loss included) and
     M_m := the true ∂L_B/∂m_j, A's parameter gradients equal full BPTT's; with B's window
     covering the whole stream (blocks ≤ T) B's equal full BPTT's too."""
-    torch.manual_seed(0)
     T = 3
     net = TwoNetworks(6, T, hidden_a=5, hidden_b=4, message=3, seed=0).double()
-    s = _task(T=T, blocks=3).sample(4, torch.Generator().manual_seed(2))
+    s = _task(T=T, blocks=3).sample(4, gen(2))
     s.x = s.x.double()
     true_a, true_m = _full_boundary_and_message_grads(net, s)
     train_step(net, s, "bptt")
@@ -84,7 +101,7 @@ def test_oracle_modules_make_network_a_learn_exactly_as_with_full_bptt():
 
 def test_only_dni_teaches_the_message_and_truncated_never_does():
     net = TwoNetworks(6, 2, hidden_a=5, hidden_b=4, message=3, seed=0)
-    s = _task().sample(8, torch.Generator().manual_seed(3))
+    s = _task().sample(8, gen(3))
     msg = net.A.pathways["hidden->message"].weight
     train_step(net, s, "truncated")
     assert msg.grad is None or float(msg.grad.abs().max()) == 0.0
@@ -106,7 +123,7 @@ def test_only_dni_teaches_the_message_and_truncated_never_does():
         (lambda: _task(T=0), "T must be >= 1"),
         (lambda: _task(blocks=0), "blocks must be a positive integer"),
         (
-            lambda: train_step(TwoNetworks(6, 2), _task().sample(2, torch.Generator()), "rtrl"),
+            lambda: train_step(TwoNetworks(6, 2), _task().sample(2, gen(0)), "rtrl"),
             "unknown method 'rtrl'",
         ),
     ],
@@ -114,3 +131,37 @@ def test_only_dni_teaches_the_message_and_truncated_never_does():
 def test_bad_two_network_settings_are_refused(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+def test_methods_are_rule_objects_with_the_modules_in_their_own_optimizer_group(tmp_path):
+    """The library loop: make_optimizer's groups (module lr kept in provenance), recordings
+    of both networks, the message angle only where there is a message module."""
+    assert list(METHODS) == ["bptt", "dni", "truncated"]
+    assert get_method("dni").name == "dni" and get_method(get_method("bptt")).name == "bptt"
+    g = gen(1)
+    x, c = torch.randn(60, 6, generator=g), torch.arange(60) % 10
+    data = SimpleNamespace(x_train=x[:40], y_train=c[:40], x_test=x[40:], y_test=c[40:])
+    runs = {}
+    for method in ("dni", "truncated"):
+        net = TwoNetworks(6, 2, hidden_a=5, hidden_b=4, message=3, seed=0)
+        runs[method] = fit(
+            net,
+            method,
+            data,
+            blocks=4,
+            steps=3,
+            n_test=4,
+            batch_size=4,
+            optimizer=("adam", {"lr": 1e-3, "module_lr": 1e-2}),
+            every=2,
+            record=tmp_path / method,
+        )
+    assert runs["dni"].step == [0, 2] and 0 <= runs["dni"].acc_b[-1] <= 1
+    assert math.isfinite(runs["dni"].angle[-1]) and math.isnan(runs["truncated"].angle[-1])
+    with bp.load(tmp_path / "dni_A.h5") as rec:
+        groups = {g["name"]: g["lr"] for g in json.loads(rec.attrs["optimizer_groups"])}
+        assert groups == {"circuit": 1e-3, "module": 1e-2}
+        assert rec.attrs["rule"] == "dni" and rec.attrs["network"] == "A"
+        assert rec["interfaces/message"].to_dataset()["angle"].sizes["tick"] == 4
+    with bp.load(tmp_path / "truncated_B.h5") as rec:
+        assert rec["evaluation"].to_dataset()["acc_b"].sizes["step"] == 2

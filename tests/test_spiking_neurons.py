@@ -76,6 +76,12 @@ def test_a_time_constant_without_a_time_unit_is_a_clear_error():
         sp.PoissonEncoder(max_rate=100)
     with pytest.raises(ValueError, match="v_reset .* must lie below v_threshold"):
         sp.LIF(v_reset=-40 * mV)
+    # a string names a quantity (task options do so without importing brian2)
+    assert sp.LIF(tau_m="10 ms").tau_m == 10 * ms
+    with pytest.raises(sp.SpikingUnitError, match=r"LIF: tau_m = '20 parsecs' is not a number"):
+        sp.LIF(tau_m="20 parsecs")
+    with pytest.raises(sp.SpikingUnitError, match=r"LIF: tau_m must be a time"):
+        sp.LIF(tau_m="20 mV")
 
 
 def test_schedule_and_run_refuse_bad_input_before_simulating(tmp_path):

@@ -1,5 +1,6 @@
-"""The spiking three-factor rule (brian2, numpy target): locality, and agreement with
-backprop when the feedback is the transpose of the forward weights."""
+"""The spiking three-factor rule (brian2, numpy target): the rule contract (registry,
+supports, step, reference), locality, and agreement with backprop when the feedback is the
+transpose of the forward weights."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from brian2 import seed as brian2_seed  # noqa: E402
 
 import bioprop as bp  # noqa: E402
 from bioprop import spiking as sp  # noqa: E402
-from bioprop.spiking.twin import bp_update_at_rates  # noqa: E402
 
 DT = 0.5 * ms
 
@@ -95,9 +95,11 @@ def test_the_locality_probe_sees_the_feedback_that_reaches_the_neuron():
     assert not np.allclose(clean, changed)
 
 
-def sign_agreement(seed: int) -> tuple[float, float, int]:
+def sign_agreement(seed: int, tmp_path) -> tuple[float, float, int]:
     """Fractions of synapses (input→hidden, hidden→output) whose spiking update has the sign
-    of backprop's on the rate description, with B := W_outᵀ and a small learning rate."""
+    of backprop's on the rate description (the recorded ``weight_update`` and
+    ``weight_update_bp`` of every presentation), with B := W_outᵀ and a small learning
+    rate."""
     c = tiny(seed, sizes=(20, 10, 4), w1=(-1.0, 5.0), w2=(-4.0, 8.0))
     rule = sp.ThreeFactorFA(eta=0.05 * Hz).attach(c)
     w_out = c.pathways["hidden->output"].weight.detach().double().numpy()
@@ -108,41 +110,84 @@ def sign_agreement(seed: int) -> tuple[float, float, int]:
     labels = np.arange(n) % 4
     y = np.eye(4)[labels]
     s = sp.Schedule(x, y, labels, [True] * n, present=200 * ms, settle=0 * ms)
-    path = f"{pytest_tmp}/sign{seed}.h5"
-    sp.run(
-        c,
-        rule,
-        s,
-        target="numpy",
-        dt=DT,
-        seed=seed,
-        record=sp.SpikeRecord(path, weight_every=1, drain_every=n),
-    )
-    rec = bp.load(path)
-    w1 = rec["pathways/input->hidden"].weight.values
-    w2 = rec["pathways/hidden->output"].weight.values
-    rh = rec["populations/hidden"].rate.values
-    ro = rec["populations/output"].rate.values
-    rec.close()
+    path = tmp_path / f"sign{seed}.h5"
+    sp.run(c, rule, s, target="numpy", dt=DT, seed=seed, record=sp.SpikeRecord(path, every=1))
     agree, total = np.zeros(2), np.zeros(2)
-    for k in range(n):
-        d1, d2 = bp_update_at_rates(w2[k], x[k], rh[k], ro[k], y[k], float(rule.target_rate / Hz))
-        for layer, (spk, ref) in enumerate(((w1[k + 1] - w1[k], d1), (w2[k + 1] - w2[k], d2))):
-            both = (np.abs(ref) > 1e-9) & (spk != 0)
-            agree[layer] += (np.sign(spk[both]) == np.sign(ref[both])).sum()
-            total[layer] += both.sum()
+    with bp.load(path) as rec:
+        for layer, name in enumerate(("input->hidden", "hidden->output")):
+            pw = rec["pathways"][name].to_dataset()
+            w, spk, ref = pw.weight.values, pw.weight_update.values, pw.weight_update_bp.values
+            assert list(pw.step.values) == list(range(n + 1))
+            # the recorded update of a presentation is the weight change over it
+            np.testing.assert_allclose(spk[:n], np.diff(w, axis=0), rtol=1e-4, atol=1e-6)
+            assert np.isnan(spk[n]).all() and np.isnan(ref[n]).all()  # the end: no update
+            both = (np.abs(ref[:n]) > 1e-9) & (spk[:n] != 0)
+            agree[layer] = (np.sign(spk[:n][both]) == np.sign(ref[:n][both])).sum()
+            total[layer] = both.sum()
     return agree[0] / total[0], agree[1] / total[1], int(total.sum())
 
 
-pytest_tmp = None
-
-
 def test_with_b_equal_to_w_transpose_the_spiking_update_has_the_sign_of_backprop(tmp_path):
-    global pytest_tmp
-    pytest_tmp = tmp_path
-    hidden, output, n = sign_agreement(0)
+    hidden, output, n = sign_agreement(0, tmp_path)
     print(f"sign agreement with bp: input->hidden {hidden:.3f}, hidden->output {output:.3f}")
     assert n > 500
     # measured here: see the printed fractions (docs/spiking.md quotes them)
     assert hidden > 0.8
     assert output > 0.8
+
+
+# -- the rule contract -----------------------------------------------------------------------
+def test_spiking_fa_is_a_registered_spiking_rule_and_import_bioprop_does_not_load_brian2():
+    import subprocess
+    import sys
+
+    rule = bp.rules.get("spiking-fa", eta="8 Hz")
+    assert isinstance(rule, sp.ThreeFactorFA) and rule.kind == "spiking"
+    assert float(rule.eta / Hz) == 8.0
+    assert bp.rules.kinds_of("spiking-fa") == ["spiking"]
+    code = "import sys, bioprop; bioprop.rules.get; print('brian2' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "False", out.stderr[-1000:]
+
+
+def test_supports_refuses_circuits_it_cannot_train_with_a_sentence_naming_what_it_needs():
+    rule = sp.ThreeFactorFA()
+    assert "spiking populations" in rule.supports(bp.Circuit.layered([3, 4, 2]))
+    mixed = bp.Circuit(seed=0)
+    mixed.add_population("input", 3, model=sp.PoissonEncoder())
+    mixed.add_population("hidden", 4, model=sp.LIF())
+    mixed.add_population("output", 2)
+    mixed.connect("input", "hidden", bias=False)
+    mixed.connect("hidden", "output", bias=False)
+    assert "['output'] are rate populations" in rule.supports(mixed)
+    no_encoder = sp.layered([3, 4, 2], encoder=sp.LIF())
+    assert "needs an encoder as input population" in rule.supports(no_encoder)
+    branching = sp.layered([3, 4, 2])
+    branching.add_population("side", 2, model=sp.LIF())
+    branching.connect("hidden", "side", bias=False)
+    branching.output = "output"
+    assert "trains chains" in rule.supports(branching)
+    assert rule.supports(sp.layered([3, 4, 2])) is None
+    with pytest.raises(bp.rules.UnsupportedCircuitError, match="spiking populations"):
+        bp.train(bp.Circuit.layered([3, 4, 2]), rule, None)
+
+
+def test_step_runs_the_equations_and_writes_the_weights_back_and_reference_leaves_them():
+    c = tiny()
+    rule = bp.rules.get("spiking-fa", eta="50 Hz").attach(c)
+    x = torch.full((3, 12), 0.8)
+    y = torch.tensor([0, 1, 2])
+    before = {k: pw.weight.detach().clone() for k, pw in c.pathways.items()}
+    ref = rule.reference(c, x, y, dt=DT)
+    assert ref.method == "rate twin bp"
+    assert set(ref.grads) == {"input->hidden.weight", "hidden->output.weight"}
+    assert ref.grads["input->hidden.weight"].shape == (6, 12)
+    assert set(ref.delta) == {"hidden", "output"} and ref.delta["output"].shape == (3, 3)
+    for k, pw in c.pathways.items():
+        assert torch.equal(pw.weight, before[k])  # the reference changes nothing
+    signals = rule.step(c, x, y, dt=DT)
+    assert signals.rates["hidden"].shape == (3, 6) and signals.output.shape == (3, 3)
+    assert float(signals.loss) > 0
+    for k, pw in c.pathways.items():
+        changed = not torch.equal(pw.weight, before[k])
+        assert changed == (pw.role == "feedforward"), k  # W learned, B fixed

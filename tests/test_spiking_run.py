@@ -1,5 +1,6 @@
-"""Spiking runs end to end (brian2, numpy target unless marked slow): learning, the
-recording format, analyses on spiking recordings, draining monitors, code-gen targets."""
+"""Spiking runs end to end (brian2, numpy target unless marked slow): learning through
+``bioprop.train``, the recording format (the one writer), analyses on spiking recordings,
+draining monitors, code-gen targets."""
 
 from __future__ import annotations
 
@@ -43,28 +44,49 @@ def small_circuit(seed: int = 0) -> bp.Circuit:
     return c
 
 
+def two_class_data(n_train: int, n_test: int) -> bp.data.Dataset:
+    x_tr, l_tr = two_class_task(n_train, 1)
+    x_te, l_te = two_class_task(n_test, 2)
+    t = torch.as_tensor
+    return bp.data.Dataset(
+        "two-class", t(x_tr).float(), t(l_tr), t(x_te).float(), t(l_te), "classification", 2
+    )
+
+
 @pytest.fixture(scope="module")
 def learned(tmp_path_factory):
-    """A 10-8-2 circuit trained on 60 presentations (numpy target), tested on 10 before
-    and after; recorded with states and weights every 10 presentations."""
-    x_tr, l_tr = two_class_task(60, 1)
-    x_te, l_te = two_class_task(10, 2)
+    """A 10-8-2 circuit trained by ``bioprop.train`` on 60 presentations (numpy target),
+    tested on 10 before and after; recorded with states and weights every 10
+    presentations."""
     c = small_circuit()
-    rule = sp.ThreeFactorFA(eta=800 * Hz, target_rate=200 * Hz).attach(c)
+    rule = bp.rules.get("spiking-fa", eta=800 * Hz, target_rate=200 * Hz)
     w_before = c.pathways["input->hidden"].weight.detach().clone()
-    s = sp.Schedule.interleaved(x_tr, l_tr, x_te, l_te, 2, 60, present=40 * ms, settle=10 * ms)
     path = tmp_path_factory.mktemp("spiking") / "run.h5"
     record = sp.SpikeRecord(
-        path, states={"output": ["v", "r", "m"]}, state_neurons=2, weight_every=10, drain_every=10
+        path, every=10, states={"output": ["v", "r", "m"]}, state_neurons=2, drain_every=10
     )
-    run = sp.run(c, rule, s, target="numpy", dt=1 * ms, seed=0, record=record)
-    return run, path, c, w_before
+    run = bp.train(
+        c,
+        rule,
+        two_class_data(60, 10),
+        target="numpy",
+        dt=1 * ms,
+        present="40 ms",
+        settle="10 ms",
+        record=record,
+        progress=False,
+    )
+    return run.details, path, c, w_before, run
 
 
-def test_a_short_learning_run_on_numpy_improves_its_task_error(learned):
-    run, path, _, _ = learned
+def test_a_short_learning_run_through_bioprop_train_improves_its_task_error(learned):
+    run, path, _, _, trained = learned
     (n0, before), (n1, after) = run.test_blocks()
     assert (n0, n1) == (0, 60)
+    assert trained.steps == 60 and trained.history["train_step"] == [0, 60]
+    assert trained.test_error == pytest.approx(1 - after)
+    assert trained.final_loss == pytest.approx(run.test_losses()[-1])
+    assert trained.final_loss < trained.history["test_loss"][0]
     rec = bp.load(path)
     loss = rec["metrics"].loss.values
     rec.close()
@@ -74,18 +96,19 @@ def test_a_short_learning_run_on_numpy_improves_its_task_error(learned):
 
 
 def test_the_learned_weights_are_written_back_into_the_circuit(learned):
-    run, _, circuit, w_before = learned
+    run, _, circuit, w_before, _ = learned
     w = circuit.pathways["input->hidden"].weight.detach().numpy()
     np.testing.assert_allclose(w, run.weights["input->hidden"], rtol=1e-6)
     assert not np.allclose(w, w_before.numpy())
 
 
 def test_the_recording_holds_ragged_spikes_rates_states_and_weights_with_units(learned):
-    run, path, _, _ = learned
+    run, path, _, _, _ = learned
     rec = bp.load(path)
     try:
-        assert rec.attrs["rule"] == "spiking-fa"
-        assert rec.attrs["codegen_target"] == "numpy"
+        assert rec.attrs["rule"] == "spiking-fa" and rec.attrs["rule_kind"] == "spiking"
+        assert rec.attrs["codegen_target"] == "numpy" and rec.attrs["task"] == "two-class"
+        assert rec.attrs["brian2_version"] == brian2.__version__
         n_pres = run.schedule.n
         for pop, size in (("input", 10), ("hidden", 8), ("output", 2)):
             spikes = rec["spikes"][pop].to_dataset()
@@ -115,12 +138,31 @@ def test_the_recording_holds_ragged_spikes_rates_states_and_weights_with_units(l
         m = rec["metrics"].to_dataset()
         assert m.sizes["step"] == n_pres
         assert (m.correct == (m.prediction == m.label)).all()
+        blocks = m.test_error.dropna("step")  # on the last presentation of each test block
+        assert list(blocks.step.values) == [9, n_pres - 1]
+        assert float(blocks[-1]) == pytest.approx(1 - run.final_accuracy)
     finally:
         rec.close()
 
 
+def test_learning_records_carry_the_update_and_the_rate_twins_bp_update(learned):
+    _, path, _, _, _ = learned
+    with bp.load(path) as rec:
+        learn = rec["metrics"].learn.values.astype(bool)
+        for name in ("input->hidden", "hidden->output"):
+            pw = rec["pathways"][name].to_dataset()
+            steps = pw.step.values
+            has = np.isfinite(pw.weight_update.values).all(axis=(1, 2))
+            has_bp = np.isfinite(pw.weight_update_bp.values).all(axis=(1, 2))
+            # exactly the recorded presentations during which the rule learned
+            expected = np.array([s < len(learn) and learn[s] for s in steps])
+            assert has.tolist() == expected.tolist() and has_bp.tolist() == expected.tolist()
+            assert np.abs(pw.weight_update.values[has]).max() > 0
+        assert "weight_update" not in rec["pathways/output->hidden"].to_dataset()
+
+
 def test_weight_alignment_and_norm_ratio_run_unchanged_on_a_spiking_recording(learned):
-    _, path, _, _ = learned
+    _, path, _, _, _ = learned
     rec = bp.load(path)
     try:
         angle = bp.analysis.weight_alignment(rec, "hidden->output")
@@ -164,7 +206,7 @@ KILL_SCRIPT = textwrap.dedent(
     rule = sp.ThreeFactorFA(eta=100 * Hz).attach(c)
     s = sp.Schedule(x, np.eye(2)[labels], labels, [True] * 20, present=40 * ms, settle=10 * ms)
     sp.run(c, rule, s, target="numpy", dt=1 * ms, record=sp.SpikeRecord(
-        {path!r}, weight_every=2, drain_every=2))
+        {path!r}, every=2, drain_every=2))
     """
 )
 
@@ -228,7 +270,7 @@ def test_an_interrupted_run_keeps_every_drained_record_and_monitors_stay_small(
             s,
             target="numpy",
             dt=1 * ms,
-            record=sp.SpikeRecord(path, weight_every=2, drain_every=2),
+            record=sp.SpikeRecord(path, every=2, drain_every=2),
         )
     # each drain found one interval's spikes (80 ms), not the run's so far
     per_interval = [h["input"] for h in held[1:]]
@@ -287,3 +329,39 @@ def test_the_bench_baseline_script_runs_the_same_network_and_equations():
         assert not np.allclose(ours[k], bench_spiking._weights()[0 if k == "w1" else 1])
         # bioprop keeps weights as float32 tensors, the script as float64: same up to that
         np.testing.assert_allclose(ours[k], hand[k], rtol=1e-5, atol=1e-6)
+
+
+def test_bioprop_train_refuses_options_a_spiking_circuit_cannot_take_before_simulating(tmp_path):
+    data = two_class_data(4, 2)
+    rule = bp.rules.get("spiking-fa")
+    kw = {"target": "numpy", "progress": False}
+    with pytest.raises(ValueError, match=r"applies its own updates .* pass optimizer=None"):
+        bp.train(small_circuit(), rule, data, optimizer=("sgd", {"lr": 0.1}), **kw)
+    with pytest.raises(ValueError, match="learns online in one pass: epochs and batch_size"):
+        bp.train(small_circuit(), rule, data, batch_size=8, **kw)
+    with pytest.raises(ValueError, match="has 10 inputs and 3 classes but the circuit"):
+        wrong = bp.data.Dataset("w", data.x_train, data.y_train, data.x_test, data.y_test,
+                                "classification", 3)  # fmt: skip
+        bp.train(small_circuit(), rule, wrong, **kw)
+    with pytest.raises(ValueError, match=r"input values must lie in \[0, 1\]"):
+        loud = bp.data.Dataset("loud", 3 * data.x_train, data.y_train, data.x_test,
+                               data.y_test, "classification", 2)  # fmt: skip
+        bp.train(small_circuit(), rule, loud, **kw)
+    with pytest.raises(sp.SpikingUnitError, match="'50 parsecs' is not a number followed by"):
+        bp.train(small_circuit(), rule, data, present="50 parsecs", **kw)
+    with pytest.raises(ValueError, match="target must be one of"):
+        bp.train(small_circuit(), rule, data, target="gpu", progress=False)
+    assert not any(tmp_path.iterdir())
+
+
+def test_compare_runs_the_spiking_task_and_reads_its_angle_to_the_rate_twins_bp(tmp_path):
+    ds = bp.compare(
+        "spiking-fashion-mnist", rules=["spiking-fa"], seeds=1, out=tmp_path, quick=True,
+        progress=False,
+    )  # fmt: skip
+    assert ds["kind"].values.tolist() == ["spiking"]
+    assert 0.0 <= float(ds.test_error[0, 0]) <= 1.0 and np.isfinite(float(ds.final_loss[0, 0]))
+    assert 0.0 < float(ds.angle_to_bp[0, 0]) < 180.0
+    with bp.load(tmp_path / "spiking-fa-seed0.h5") as rec:
+        assert rec.attrs["task"].startswith("fashion-mnist")
+        assert rec.attrs["n_train"] == 40 and rec.attrs["codegen_target"] == "numpy"

@@ -1,7 +1,8 @@
 """Analyses of synthetic-gradient recordings (dni, cdni, vfbn): xarray in, xarray out.
 
 The synthetic-gradient rules record, per interface population l, the group
-``interfaces/<l>`` with (see :meth:`bioprop.rules.synthetic_gradients.DNI.record_variables`)
+``interfaces/<l>`` with (see
+:meth:`bioprop.rules.synthetic_gradients.InterfaceRule.record_variables`)
 
 * ``synthetic`` — ĝ_l = M_l(h_l), the module's prediction of ∂ℓ_n/∂h_l,
 * ``true``      — backprop's ∂ℓ_n/∂h_l for the same samples and weights,

@@ -1,15 +1,18 @@
 """Analyses of equilibrium-propagation recordings: xarray in, xarray out, ``step`` kept.
 
-The ``ep`` rule records, on recording steps, the gradient it approximates — backprop
-through time over the free-phase settling (``weight_update_bptt``, ``bias_update_bptt``
-in each pathway group, ``delta_bptt`` in each population group) — and the settling
-itself (``trajectory`` per population, ``energy``/``cost``/``total_energy`` in
-``/settling``).  See ``docs/ep.md``.
+On recording steps the trainer stores, beside the ``ep`` rule's update, the settling
+family's exact reference for the same batch and weights: backprop through time over the
+free-phase settling (``weight_update_bp``, ``bias_update_bp`` in each pathway group,
+``delta_bp`` in each population group; ``Reference.method`` "bptt through the settling").
+The rule adds the settling itself (``trajectory`` per population, ``energy``/``cost``/
+``total_energy`` in ``/settling``).  See ``docs/ep.md``.
+
+Recordings made before the reference moved into the trainer's shadow kept the BPTT update
+as ``weight_update_bptt``, ``bias_update_bptt`` and ``delta_bptt`` (their ``*_bp`` was the
+feedforward twin's bp); these functions read those when they are there.
 
 Angles are in degrees (signed cosine, 0° parallel, 90° orthogonal), as in
-:mod:`bioprop.analysis.alignment`.  (``weight_update_bp`` in an EP recording is the *feedforward
-twin's* backprop gradient, from the trainer's shadow reference; ``update_angle`` there
-compares EP with that, these functions with BPTT on the settling circuit itself.)
+:mod:`bioprop.analysis.alignment`.
 """
 
 from __future__ import annotations
@@ -29,27 +32,48 @@ __all__ = [
 ]
 
 
-def _ep_pathways(rec: Rec) -> list[str]:
-    tree = _tree(rec)
-    return [
-        name
-        for name, node in tree["pathways"].children.items()
-        if "weight_update_bptt" in node.to_dataset()
-    ]
+def _is_settling(tree: xr.DataTree) -> bool:
+    return tree.attrs.get("rule_kind") == "settling"
+
+
+def _ref(ds: xr.Dataset, var: str, name: str, tree: xr.DataTree) -> xr.DataArray:
+    """The BPTT reference ``var`` ("weight_update", "bias_update" or "delta"): ``<var>_bptt``
+    of an older recording, else ``<var>_bp`` of a settling rule's recording."""
+    if f"{var}_bptt" in ds:
+        return ds[f"{var}_bptt"]
+    if not _is_settling(tree):
+        raise KeyError(
+            f"{name!r} has no BPTT reference in this recording: it is not a recording of a "
+            f"settling rule (rule_kind={tree.attrs.get('rule_kind')!r}); record an 'ep' run"
+        )
+    return _var(ds, f"{var}_bp", name)
+
+
+def _ep_pathways(tree: xr.DataTree) -> list[str]:
+    settling = _is_settling(tree)
+    out = []
+    for name, node in tree["pathways"].children.items():
+        have = set(node.to_dataset().data_vars)
+        if "weight_update_bptt" in have or (
+            settling and {"weight_update", "weight_update_bp"} <= have
+        ):
+            out.append(name)
+    return out
 
 
 def bptt_angle(rec: Rec, pathway: str, bias: bool = False) -> xr.DataArray:
     """∠(ΔW_EP, −∂L/∂W_BPTT) over ``(post, pre)`` per recorded step (``bias=True``: the
     bias updates over ``post``)."""
-    ds = _node(rec, pathway, "pathways")
+    tree = _tree(rec)
+    ds = _node(tree, pathway, "pathways")
     if bias:
         out = angle(
-            _var(ds, "bias_update", pathway), _var(ds, "bias_update_bptt", pathway), ["post"]
+            _var(ds, "bias_update", pathway), _ref(ds, "bias_update", pathway, tree), ["post"]
         )
     else:
         out = angle(
             _var(ds, "weight_update", pathway),
-            _var(ds, "weight_update_bptt", pathway),
+            _ref(ds, "weight_update", pathway, tree),
             ["post", "pre"],
         )
     out.name = f"angle({pathway}: ep, bptt)"
@@ -63,17 +87,18 @@ def bptt_angles(rec: Rec) -> xr.Dataset:
     names = _ep_pathways(tree)
     if not names:
         raise KeyError(
-            "this recording has no weight_update_bptt: record an 'ep' run with "
-            "record_bptt=True (the default)"
+            "this recording has no BPTT reference: record an 'ep' run with "
+            "bioprop.Record(..., shadow=True) (the default)"
         )
     return xr.Dataset({n: bptt_angle(tree, n) for n in names})
 
 
 def bptt_relative_error(rec: Rec, pathway: str) -> xr.DataArray:
     """‖ΔW_EP − ΔW_BPTT‖ / ‖ΔW_BPTT‖ per recorded step (NaN where the reference is 0)."""
-    ds = _node(rec, pathway, "pathways")
+    tree = _tree(rec)
+    ds = _node(tree, pathway, "pathways")
     a = _var(ds, "weight_update", pathway).astype("float64")
-    b = _var(ds, "weight_update_bptt", pathway).astype("float64")
+    b = _ref(ds, "weight_update", pathway, tree).astype("float64")
     a, b = xr.align(a, b, join="inner")
     num = np.sqrt(((a - b) ** 2).sum(["post", "pre"]))
     den = np.sqrt((b**2).sum(["post", "pre"]))
@@ -85,9 +110,10 @@ def bptt_relative_error(rec: Rec, pathway: str) -> xr.DataArray:
 def bptt_delta_angle(rec: Rec, population: str, per_sample: bool = False) -> xr.DataArray:
     """∠(δ_EP, δ_BPTT) of a population's teaching signals, δ_EP = (ρ⁰ − ρ^β)/β and
     δ_BPTT = ∂ℓ_n/∂b through the settling, over ``(sample, neuron)`` (or per sample)."""
-    ds = _node(rec, population, "populations")
+    tree = _tree(rec)
+    ds = _node(tree, population, "populations")
     dims = ["neuron"] if per_sample else ["sample", "neuron"]
-    out = angle(_var(ds, "delta", population), _var(ds, "delta_bptt", population), dims)
+    out = angle(_var(ds, "delta", population), _ref(ds, "delta", population, tree), dims)
     out.name = f"angle({population}: delta ep, bptt)"
     return out
 

@@ -1,8 +1,8 @@
 """Analyses of recurrent (truncated BPTT / DNI-through-time) recordings: xarray in, xarray out.
 
-They read the groups written by :class:`bioprop.recurrent.recording.SequenceRecorder`
-(``docs/rnn_dni.md``): ``interfaces/hidden`` (synthetic vs true boundary gradients, per
-boundary) and ``curriculum`` (N over training).
+They read the groups that :func:`bioprop.train` writes for recurrent circuits
+(:mod:`bioprop.recurrent.recording`, ``docs/rnn_dni.md``): ``interfaces/hidden`` (synthetic
+vs true boundary gradients, per boundary) and ``curriculum`` (N over training).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def _group(rec: xr.DataTree, path: str) -> xr.Dataset:
     except KeyError:
         raise KeyError(
             f"the recording has no {path!r} group; it was not written by a recurrent rule "
-            "(bioprop.recurrent.train.train_curriculum with a Record)"
+            "(bioprop.train on a RecurrentCircuit with record=bioprop.Record(...))"
         ) from None
     return node.to_dataset()
 
@@ -58,13 +58,7 @@ def boundary_angle_from_vectors(rec: xr.DataTree, which: str = "synthetic") -> x
     """∠(``which``, true) in degrees from the stored per-sample vectors (the recorded samples
     only), per ``(step, boundary)``; ``which="target"`` compares M's bootstrapped target."""
     g = boundary_gradients(rec)
-    a, b = g[which], g["true"]
-    dot = (a * b).sum(("sample", "unit"), skipna=True)
-    na = np.sqrt((a**2).sum(("sample", "unit"), skipna=True))
-    nb = np.sqrt((b**2).sum(("sample", "unit"), skipna=True))
-    with np.errstate(all="ignore"):
-        cos = (dot / (na * nb)).clip(-1, 1)
-        out = np.degrees(np.arccos(cos)).where((na > 0) & (nb > 0))
+    out = angle(g[which], g["true"], ["sample", "unit"])
     return out.rename(f"angle_{which}")
 
 
@@ -89,7 +83,7 @@ def _reference_pathways(rec: xr.DataTree, pathways: list[str] | None) -> list[st
         if not have:
             raise ValueError(
                 "no pathway of this recording has both weight_update and weight_update_bp; "
-                "record with the full-BPTT reference (train_curriculum(..., record=Record(...)))"
+                "record with the full-BPTT reference (bioprop.train(..., record=Record(...)))"
             )
         return have
     missing = [n for n in pathways if n not in have]

@@ -1,16 +1,29 @@
 """Datasets: real loaders (IDX files, MNIST, Fashion-MNIST, MNIST-1D) and procedural tasks.
 
 ``bioprop.data.load(name, **options)`` returns a :class:`Dataset` of tensors.
+``bioprop.data.load_for_run(name, quick=...)`` is what runs use: for a quick run
+whose real image files are not on disk it returns a seeded synthetic stand-in
+(:mod:`bioprop.data.synthetic`) instead, and says so on stderr.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 
 from bioprop.data.base import Dataset
 from bioprop.data.procedural import linear_teacher, nonlinear_teacher
 
-__all__ = ["Dataset", "load", "names", "register", "linear_teacher", "nonlinear_teacher"]
+__all__ = [
+    "Dataset",
+    "load",
+    "load_for_run",
+    "names",
+    "register",
+    "linear_teacher",
+    "nonlinear_teacher",
+    "synthetic_images",
+]
 
 _LOADERS: dict[str, tuple[Callable[..., Dataset], str]] = {}
 
@@ -60,3 +73,68 @@ register("fashion-mnist", "Fashion-MNIST (Zalando), 60000/10000 28x28 images as 
 register("mnist1d", "MNIST-1D: 40-sample 1-D digit signals, generated from a seed and cached")(
     _mnist1d.mnist1d
 )
+
+
+# -- the one place that decides on a synthetic stand-in --------------------------------
+from bioprop.data.synthetic import stand_in as _stand_in  # noqa: E402
+from bioprop.data.synthetic import synthetic_images  # noqa: E402
+
+#: Datasets of files that a quick run may replace by a synthetic stand-in.
+_STAND_IN_SOURCES = {"mnist": _mnist.MNIST, "fashion-mnist": _mnist.FASHION_MNIST}
+_announced: set[str] = set()
+
+
+def load_for_run(
+    name: str,
+    quick: bool = False,
+    quick_size: tuple[int, int] = (2000, 1000),
+    one_hot: bool = False,
+    **options,
+) -> Dataset:
+    """The dataset a run trains on; the one place that decides on a synthetic stand-in.
+
+    Parameters
+    ----------
+    name
+        A registered dataset (see :func:`names`).
+    quick
+        False: exactly ``load(name, one_hot=one_hot, **options)``: missing files are
+        downloaded or raise :class:`~bioprop.data.mnist.MissingDataError`.
+        True: the first ``quick_size`` samples. A quick run never downloads
+        (``download=False`` unless ``options`` say otherwise); when the files of
+        ``mnist`` / ``fashion-mnist`` are not on disk, it uses a seeded synthetic
+        stand-in of the same shape and classes (seed 0, so every run gets the same),
+        named ``"<name> (synthetic stand-in)"`` with ``meta["synthetic"] = True``, and
+        prints one line on stderr saying so and why (once per dataset and process).
+    quick_size
+        ``(n_train, n_test)`` of a quick run.
+    one_hot, options
+        As for :func:`load`.
+    """
+    if not quick:
+        return load(name, one_hot=one_hot, **options)
+    n_train, n_test = quick_size
+    source = _STAND_IN_SOURCES.get(name)
+    if source is None:
+        ds = load(name, **options)
+    else:
+        options.setdefault("download", False)
+        try:
+            ds = load(name, **options)
+        except _mnist.MissingDataError as exc:
+            where = ", ".join(str(d) for d in exc.searched) or "its folders"
+            why = "quick runs do not download" if exc.reason == "download=False" else exc.reason
+            reason = f"{source.title} files not found in {where} ({why})"
+            ds = _stand_in(
+                name, n_train, n_test, seed=0, class_names=list(source.classes), reason=reason
+            )
+            if name not in _announced:
+                _announced.add(name)
+                print(
+                    f"bioprop: {reason}; this quick run uses a seeded synthetic stand-in, "
+                    f"{ds.name!r}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    ds = ds.subset(n_train, n_test)
+    return ds.with_one_hot(one_hot) if one_hot else ds

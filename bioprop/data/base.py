@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from bioprop.core.encoding import one_hot as _one_hot
+
 __all__ = ["Dataset"]
 
 KINDS = ("classification", "regression")
@@ -70,7 +72,7 @@ class Dataset:
             return self
         if one_hot:
             n = self.n_classes
-            return replace(self, y_train=one_hot(self.y_train, n), y_test=one_hot(self.y_test, n))
+            return replace(self, y_train=_one_hot(self.y_train, n), y_test=_one_hot(self.y_test, n))
         return replace(self, y_train=self.y_train.argmax(1), y_test=self.y_test.argmax(1))
 
     def to(self, device: str | torch.device) -> Dataset:

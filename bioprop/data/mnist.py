@@ -6,7 +6,11 @@ Where the files are looked for, in order:
 * otherwise ``<data dir>/mnist`` or ``<data dir>/fashion-mnist``, where the data
   dir is ``$BIOPROP_DATA`` if set, else ``pooch.os_cache("bioprop")``
   (``~/.cache/bioprop`` on Linux); for Fashion-MNIST then also
-  ``/usr/share/datasets/fashion-mnist`` (Debian package ``dataset-fashion-mnist``).
+  ``<system datasets>/fashion-mnist``, where the system datasets folder is
+  ``$BIOPROP_SYSTEM_DATASETS`` if set, else ``/usr/share/datasets`` (where the
+  Debian package ``dataset-fashion-mnist`` puts its ``fashion-mnist/`` folder).
+  Pointing both variables at empty folders makes a machine look fresh: nothing
+  on disk is found.
 
 Each file may be gzipped (``.gz``) or raw. When none of these directories has
 all four, they are downloaded into the first one with :func:`pooch.retrieve`
@@ -32,6 +36,7 @@ __all__ = [
     "MissingDataError",
     "data_dir",
     "fashion_mnist",
+    "system_datasets_dir",
     "find_idx_files",
     "load_idx_pair",
     "mnist",
@@ -48,8 +53,24 @@ IDX_FILES: dict[str, str] = {
 SCALES = ("unit", "standardize")
 
 
+#: Default of ``$BIOPROP_SYSTEM_DATASETS``: where Debian's dataset packages install.
+SYSTEM_DATASETS = Path("/usr/share/datasets")
+
+
 class MissingDataError(FileNotFoundError):
-    """The dataset's files are not on disk and could not be downloaded."""
+    """The dataset's files are not on disk and could not be downloaded.
+
+    ``dataset`` is the registry name (``"fashion-mnist"``), ``searched`` the folders
+    looked in, ``reason`` why nothing was downloaded (the full text is ``str(error)``).
+    """
+
+    def __init__(
+        self, message: str, dataset: str = "", searched: Sequence[Path] = (), reason: str = ""
+    ):
+        super().__init__(message)
+        self.dataset = dataset
+        self.searched = tuple(searched)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -58,7 +79,7 @@ class _Source:
     title: str
     mirrors: tuple[str, ...]
     sha256: dict[str, str]  # part -> SHA-256 of its .gz file
-    system_dirs: tuple[Path, ...] = ()
+    system_subdir: str | None = None  # its folder under system_datasets_dir(), if any
     classes: tuple[str, ...] = tuple(str(i) for i in range(10))
 
 
@@ -90,7 +111,7 @@ FASHION_MNIST = _Source(
         "test_images": "78dcbbfb5a27efaf1b6c1d616caca68560be8766c5bffcb2791df9273a534229",
         "test_labels": "42bd18137a62d5998cdeae52bf3a0676ac6b706f5cf8439b47bb5b151ae3dccf",
     },
-    system_dirs=(Path("/usr/share/datasets/fashion-mnist"),),
+    system_subdir="fashion-mnist",
     classes=(
         "T-shirt/top",
         "Trouser",
@@ -114,6 +135,24 @@ def data_dir() -> Path:
     import pooch
 
     return Path(pooch.os_cache("bioprop"))
+
+
+def system_datasets_dir() -> Path:
+    """Where system-wide dataset packages live: ``$BIOPROP_SYSTEM_DATASETS``, else
+    ``/usr/share/datasets`` (Debian's ``dataset-fashion-mnist`` installs
+    ``fashion-mnist/`` there). Read on every call, so the variable may change at run time."""
+    env = os.environ.get("BIOPROP_SYSTEM_DATASETS")
+    return Path(env).expanduser() if env else SYSTEM_DATASETS
+
+
+def _search_dirs(source: _Source, root: str | os.PathLike | None = None) -> list[Path]:
+    """The folders looked in for ``source``'s files, in order (see the module docstring)."""
+    if root is not None:
+        return [Path(root).expanduser()]
+    dirs = [data_dir() / source.name]
+    if source.system_subdir:
+        dirs.append(system_datasets_dir() / source.system_subdir)
+    return dirs
 
 
 def find_idx_files(directory: str | os.PathLike) -> dict[str, Path]:
@@ -228,6 +267,11 @@ def _missing_message(source: _Source, dirs: Sequence[Path], found: dict, reason:
         f"or set BIOPROP_DATA to a directory whose {source.name}/ sub-directory holds them, "
         f"or pass root=<directory>."
     )
+    if source.system_subdir:
+        lines.append(
+            f"(Or install the Debian package dataset-{source.name}, or set "
+            f"BIOPROP_SYSTEM_DATASETS to a directory whose {source.system_subdir}/ holds them.)"
+        )
     return "\n".join(lines)
 
 
@@ -238,10 +282,7 @@ def _locate(
     mirrors: Sequence[str] | None,
     timeout: float,
 ) -> tuple[Path, dict[str, Path]]:
-    if root is not None:
-        dirs = [Path(root).expanduser()]
-    else:
-        dirs = [data_dir() / source.name, *source.system_dirs]
+    dirs = _search_dirs(source, root)
     found = {d: find_idx_files(d) for d in dirs}
     for d in dirs:
         if len(found[d]) == len(IDX_FILES):
@@ -249,19 +290,25 @@ def _locate(
     target = dirs[0]
     if not download:
         reason = "download=False"
-        raise MissingDataError(_missing_message(source, dirs, found, reason))
+        raise MissingDataError(
+            _missing_message(source, dirs, found, reason), source.name, dirs, reason
+        )
     missing = [part for part in IDX_FILES if part not in found[target]]
     mirrors = tuple(source.mirrors if mirrors is None else mirrors)
     try:
         _download(source, target, missing, mirrors, timeout)
     except OSError as e:
         reason = f"downloading them into {target} failed ({e})"
-        raise MissingDataError(_missing_message(source, dirs, found, reason)) from None
+        raise MissingDataError(
+            _missing_message(source, dirs, found, reason), source.name, dirs, reason
+        ) from None
     files = find_idx_files(target)
     if len(files) != len(IDX_FILES):  # pragma: no cover - pooch returned without a file
         found[target] = files
         reason = "the download was incomplete"
-        raise MissingDataError(_missing_message(source, dirs, found, reason))
+        raise MissingDataError(
+            _missing_message(source, dirs, found, reason), source.name, dirs, reason
+        )
     return target, files
 
 
@@ -391,8 +438,9 @@ def fashion_mnist(
     """Fashion-MNIST: Zalando article images, a drop-in for MNIST (Xiao et al. 2017).
 
     Parameters, return value and errors as for :func:`mnist`. Without ``root`` it
-    also looks in ``/usr/share/datasets/fashion-mnist`` (Debian's
-    ``dataset-fashion-mnist``) before downloading; ``meta["classes"]`` has the
+    also looks in ``$BIOPROP_SYSTEM_DATASETS/fashion-mnist`` (default
+    ``/usr/share/datasets/fashion-mnist``, Debian's ``dataset-fashion-mnist``)
+    before downloading; ``meta["classes"]`` has the
     class names (T-shirt/top, Trouser, ...).
     """
     return _load(FASHION_MNIST, scale, flatten, root, download, mirrors, timeout)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from bioprop.core.seeding import generator
 from bioprop.data.base import Dataset
-from bioprop.seeding import generator
 
 __all__ = ["linear_teacher", "nonlinear_teacher"]
 

@@ -56,11 +56,11 @@ def check_output_dir(out: Path, overwrite: bool) -> None:
 
 
 def _final_angle(path: Path, population: str | None) -> float:
-    """Mean over the last records of the angle to the family's exact reference."""
+    """Mean over the last records that carry one (a spiking run's test presentations
+    carry none) of the angle to the family's exact reference."""
     with load(path) as rec:
-        ang = analysis.reference_angle(rec, population)
-        vals = ang.values[-FINAL_WINDOW:]
-    vals = vals[np.isfinite(vals)]
+        vals = analysis.reference_angle(rec, population).values
+    vals = vals[np.isfinite(vals)][-FINAL_WINDOW:]
     return float(vals.mean()) if vals.size else math.nan
 
 

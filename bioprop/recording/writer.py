@@ -53,13 +53,21 @@ VARIABLES = PATHWAY_VARIABLES + POPULATION_VARIABLES
 @dataclass(frozen=True)
 class ExtraVariable:
     """A rule-specific variable recorded as ``(step, *dims)`` in a group of its choosing
-    (declared by :meth:`bioprop.rules.Rule.record_variables`)."""
+    (declared by :meth:`bioprop.rules.Rule.record_variables`).
+
+    ``grows`` names the unlimited dimension the variable grows along: ``"step"`` (one row
+    per record, written by :meth:`Recorder.write`) or another one — e.g. ``"spike"`` for
+    ragged spike trains, ``"time"`` for sampled states — whose rows are appended by
+    :meth:`Recorder.extend`, independently of ``step``.  ``chunk_rows``: rows per HDF5
+    chunk along it (default 1 for ``step``, 1024 otherwise)."""
 
     dims: tuple[str, ...]
     shape: tuple[int, ...]
     long_name: str
     dtype: str = "f4"
     attrs: dict[str, Any] = field(default_factory=dict)
+    grows: str = "step"
+    chunk_rows: int | None = None
 
 
 @dataclass
@@ -281,23 +289,26 @@ class Recorder:
         """Reopen the laid-out file with h5py and keep a handle on every variable that grows
         along ``step``: appending is then a resize and a slice write per variable (h5netcdf's
         own per-write dimension bookkeeping costs tens of ms per record)."""
+        paths = ["metrics"]
+        paths += [f"pathways/{n}" for n in self.file["pathways"].groups]
+        paths += [f"populations/{n}" for n in self.file["populations"].groups]
+        paths += [gp for gp in self.extra if gp not in paths]
+        along = {gp: _growing(self.file[gp]) for gp in paths}
         self.file.close()
         self.h5 = h5py.File(path, "a")
         self._grow: dict[str, dict[str, h5py.Dataset]] = {}
         self._count: dict[str, int] = {}
-        paths = ["metrics"]
-        paths += [f"pathways/{n}" for n in self.h5["pathways"]]
-        paths += [f"populations/{n}" for n in self.h5["populations"]]
-        paths += [gp for gp in self.extra if gp not in paths]
+        # variables growing along an unlimited dimension other than step (Recorder.extend)
+        self._along: dict[tuple[str, str], dict[str, h5py.Dataset]] = {}
         for gp in paths:
             g = self.h5[gp]
-            grow = {
-                k: v
-                for k, v in g.items()
-                if isinstance(v, h5py.Dataset) and v.maxshape and v.maxshape[0] is None
-            }
-            self._grow[gp] = grow
-            self._count[gp] = grow["step"].shape[0]
+            for dim, names in along[gp].items():
+                grow = {k: g[k] for k in names}
+                if dim == "step":
+                    self._grow[gp] = grow
+                    self._count[gp] = grow["step"].shape[0]
+                else:
+                    self._along[(gp, dim)] = grow
         self._rows = {
             gp: {k: _Row(ds) for k, ds in grow.items()} for gp, grow in self._grow.items()
         }
@@ -334,10 +345,12 @@ class Recorder:
             g = self.file
             for part in gp.split("/"):
                 g = g[part] if part in g.groups else g.create_group(part)
-            if "step" not in g.dimensions:
+            if "step" not in g.dimensions and any(ev.grows == "step" for ev in variables.values()):
                 g.dimensions["step"] = None
                 g.create_variable("step", ("step",), "i8", chunks=(1024,))
             for name, ev in variables.items():
+                if ev.grows not in g.dimensions:
+                    g.dimensions[ev.grows] = None
                 for dim, size in zip(ev.dims, ev.shape, strict=True):
                     if dim not in g.dimensions:
                         g.dimensions[dim] = size
@@ -346,8 +359,10 @@ class Recorder:
                             f"{gp}: dimension {dim!r} has size {g.dimensions[dim].size}, "
                             f"variable {name!r} wants {size}"
                         )
+                rows = ev.chunk_rows or (1 if ev.grows == "step" else 1024)
+                fill = {"fillvalue": np.nan} if np.dtype(ev.dtype).kind == "f" else {}
                 v = g.create_variable(
-                    name, ("step", *ev.dims), ev.dtype, chunks=(1, *ev.shape), fillvalue=np.nan
+                    name, (ev.grows, *ev.dims), ev.dtype, chunks=(rows, *ev.shape), **fill
                 )
                 v.attrs["long_name"] = ev.long_name
                 for k, val in ev.attrs.items():
@@ -407,14 +422,63 @@ class Recorder:
                     gv[var].write(i, arr)
         for gp, values in signals.records.items():
             if gp not in self._grow:
+                rule = self.h5.attrs.get("rule", "(unnamed)")
+                rule = rule.decode() if isinstance(rule, bytes) else str(rule)
                 raise KeyError(
-                    f"rule {signals.__class__.__name__} recorded into {gp!r}, which its "
-                    "record_variables() did not declare"
+                    f"rule {rule!r} recorded into {gp!r}, which its record_variables() did "
+                    "not declare; declare it there (an ExtraVariable per variable)"
                 )
             i, gv = self._append(gp, step)
             for var, value in values.items():
                 gv[var].write(i, _np(value) if isinstance(value, torch.Tensor) else value)
         self.flush()
+
+    def has(self, group: str, variable: str) -> bool:
+        """Whether the recording lays out ``group/variable``."""
+        return f"{group}/{variable}" in self.h5
+
+    def extend(self, group: str, dim: str, values: dict[str, Any]) -> int:
+        """Append rows along the unlimited dimension ``dim`` of ``group``: every variable
+        named in ``values`` gets its rows (all the same number, first axis), the group's
+        other variables along ``dim`` grow with fill values.  For ``dim="step"`` the rows'
+        steps are ``values["step"]``.  Returns the index of the first new row.  Used by
+        families whose records come in batches (spiking runs: spikes, rates, states,
+        per-presentation metrics); call :meth:`flush` after a batch."""
+        grow = self._grow.get(group) if dim == "step" else self._along.get((group, dim))
+        if grow is None:
+            raise KeyError(f"the recording has no variables along {dim!r} in {group!r}")
+        unknown = sorted(set(values) - set(grow))
+        if unknown:
+            raise KeyError(f"{group}: no variables {unknown} along {dim!r}; it has {sorted(grow)}")
+        arrays = {k: np.asarray(v) for k, v in values.items()}
+        sizes = {a.shape[0] for a in arrays.values()}
+        if len(sizes) != 1:
+            raise ValueError(f"{group}: rows of different lengths {sorted(sizes)} along {dim!r}")
+        k = sizes.pop()
+        n = self._count[group] if dim == "step" else next(iter(grow.values())).shape[0]
+        for name, ds in grow.items():
+            ds.resize(n + k, axis=0)
+            if name in arrays and k:
+                ds[n : n + k] = arrays[name]
+        if dim == "step":
+            self._count[group] = n + k
+        return n
+
+    def put(self, group: str, step: int, values: dict[str, Any]) -> None:
+        """Write ``values`` into the row of ``group`` recorded at ``step`` (which must
+        exist), e.g. a quantity known only after the row was appended."""
+        steps = self._grow[group]["step"][: self._count[group]]
+        rows = np.flatnonzero(steps == step)
+        if not rows.size:
+            raise KeyError(f"{group}: no record at step {step}")
+        for name, value in values.items():
+            self._grow[group][name][int(rows[-1])] = value
+
+    def annotate(self, path: str, **attrs: Any) -> None:
+        """Set attributes (e.g. ``units``, ``long_name``) of a group or variable."""
+        obj = self.h5[path]
+        for k, v in attrs.items():
+            obj.attrs[k] = _to_attr(v)
 
     def flush(self) -> None:
         """Write everything to disk, so a killed run keeps every record so far."""
@@ -430,6 +494,26 @@ class Recorder:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _growing(group) -> dict[str, list[str]]:
+    """``{unlimited dimension: names of the datasets growing along it}`` of an h5netcdf
+    group (a dimension without a variable of its name has a dimension-scale dataset)."""
+    out: dict[str, list[str]] = {}
+
+    def unlimited(dim: str) -> bool:
+        g = group
+        while dim not in g.dimensions and g.parent is not None and g.parent is not g:
+            g = g.parent
+        return dim in g.dimensions and g.dimensions[dim].isunlimited()
+
+    for name, var in group.variables.items():
+        if var.dimensions and unlimited(var.dimensions[0]):
+            out.setdefault(var.dimensions[0], []).append(name)
+    for name, dim in group.dimensions.items():
+        if dim.isunlimited() and name not in group.variables:
+            out.setdefault(name, []).append(name)
+    return out
 
 
 class _Row:

@@ -31,6 +31,7 @@ is the largest N that met the criterion.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import deque
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ import torch.nn.functional as F
 
 __all__ = [
     "Batch",
+    "SequenceData",
     "SequenceTask",
     "CopyTask",
     "RepeatCopyTask",
@@ -80,8 +82,12 @@ class Batch:
     def length(self) -> int:
         return self.x.shape[0]
 
-    def to(self, dtype: torch.dtype) -> Batch:
-        return Batch(self.x.to(dtype), self.y.to(dtype), self.mask.to(dtype), self.n, self.repeats)
+    def to(
+        self, dtype: torch.dtype | None = None, device: torch.device | str | None = None
+    ) -> Batch:
+        """A copy in ``dtype`` on ``device`` (either may be None: unchanged)."""
+        x, y, m = (t.to(device=device, dtype=dtype, copy=True) for t in (self.x, self.y, self.mask))
+        return Batch(x, y, m, self.n, self.repeats)
 
 
 def _check(n: int, batch: int) -> None:
@@ -231,3 +237,53 @@ class Curriculum:
     def mean_error(self) -> float:
         """Mean error over the batches since N last changed (NaN if none yet)."""
         return sum(self._recent) / len(self._recent) if self._recent else math.nan
+
+    def fresh(self) -> Curriculum:
+        """A new curriculum with the same settings, at N = ``n_start`` with no history."""
+        return dataclasses.replace(self)
+
+    def settings(self) -> dict:
+        """``n_start``, ``threshold``, ``window``, ``n_max`` (for provenance)."""
+        return {
+            "n_start": self.n_start,
+            "threshold": self.threshold,
+            "window": self.window,
+            "n_max": self.n_max,
+        }
+
+
+@dataclass
+class SequenceData:
+    """What :func:`bioprop.train` feeds a recurrent circuit: a sequence task and the length
+    curriculum it is trained under (the loop starts a :meth:`Curriculum.fresh` copy, so one
+    ``SequenceData`` serves every rule of a comparison).
+
+    >>> data = SequenceData(CopyTask(), Curriculum(n_start=1, threshold=0.15, window=20))
+    """
+
+    task: SequenceTask
+    curriculum: Curriculum = field(default_factory=Curriculum)
+
+    def __post_init__(self):
+        if not isinstance(self.task, SequenceTask):
+            raise TypeError(
+                f"SequenceData(task=...) must be a sequence task (CopyTask(), "
+                f"RepeatCopyTask(), get_task(name)), got {type(self.task).__name__}"
+            )
+        if not isinstance(self.curriculum, Curriculum):
+            raise TypeError(
+                f"SequenceData(curriculum=...) must be a Curriculum, got "
+                f"{type(self.curriculum).__name__}"
+            )
+
+    @property
+    def name(self) -> str:
+        return self.task.name
+
+    @property
+    def n_inputs(self) -> int:
+        return self.task.n_in
+
+    @property
+    def n_outputs(self) -> int:
+        return self.task.n_out

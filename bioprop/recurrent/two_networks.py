@@ -12,7 +12,7 @@ Nothing in A's own task asks it to encode 3s; only B's error can teach A's messa
 Losses: softmax cross-entropy, summed over blocks/ticks and averaged over the batch,
 L = L_A + L_B.
 
-Methods (:func:`train_step`):
+Methods — rule objects for the two-network system (:data:`METHODS`, :func:`train_step`):
 
 * ``bptt`` — full BPTT through both networks over the whole stream (the reference);
 * ``dni`` — A learns block by block (truncation T) with a temporal synthetic gradient
@@ -27,13 +27,15 @@ Methods (:func:`train_step`):
 * ``truncated`` — the same windows without any synthetic gradient: A's messages get no
   gradient at all (the control: what B can do with untaught messages).
 
-The parameters of both networks and the modules are updated once per batch of streams.
+The parameters of both networks and the modules are updated once per batch of streams, by
+one optimizer from :func:`bioprop.training.optim.make_optimizer` (the networks in the group
+``circuit``, the modules in ``module``); :func:`fit` is the loop, recordings included.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -41,12 +43,22 @@ import torch.nn.functional as F
 from bioprop.core import init as _init
 from bioprop.core import seeding
 from bioprop.recurrent.circuit import RecurrentCircuit
-from bioprop.recurrent.rules import BoundarySyntheticGradient
-from bioprop.recurrent.unroll import check_truncation
+from bioprop.recurrent.module import BoundarySyntheticGradient, fit_module, inject
+from bioprop.recurrent.unroll import check_truncation, windows
 
-__all__ = ["StreamTask", "TwoNetworks", "METHODS", "train_step", "evaluate", "message_gradients"]
-
-METHODS = ("bptt", "dni", "truncated")
+__all__ = [
+    "StreamTask",
+    "TwoNetworks",
+    "Method",
+    "FullBPTT",
+    "Truncated",
+    "TwoNetworkDNI",
+    "METHODS",
+    "get_method",
+    "train_step",
+    "evaluate",
+    "message_gradients",
+]
 
 
 @dataclass
@@ -136,6 +148,10 @@ class TwoNetworks(torch.nn.Module):
     def module_parameters(self) -> list[torch.nn.Parameter]:
         return [*self.M_A.parameters(), *self.M_B.parameters(), *self.M_m.parameters()]
 
+    def plastic_parameters(self) -> list[torch.nn.Parameter]:
+        """Networks and modules (for :func:`bioprop.training.optim.make_optimizer`)."""
+        return [*self.network_parameters(), *self.module_parameters()]
+
     # -- forward pieces ------------------------------------------------------------------------
     def run_a(self, state, x):
         """A over one block: (end state, count logits at the block's last step, message)."""
@@ -163,84 +179,150 @@ def _ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     )
 
 
-def _module_step(module, prev_pred, s0, n_b):
-    """½‖M(s_b) − B·∂J/∂s_b‖² / B for the previous boundary's prediction (backward now)."""
-    if prev_pred is None or s0.grad is None:
-        return 0.0
-    lm = 0.5 * ((prev_pred - s0.grad * n_b) ** 2).sum() / n_b
-    if lm.requires_grad:  # (an oracle prediction in the tests has no graph)
-        lm.backward()
-    return float(lm.detach())
+class Method:
+    """How the two networks learn, as a rule object: ``step(net, streams)`` writes ``.grad``
+    and returns the losses; ``parameter_groups`` puts the modules in the optimizer group
+    ``"module"``.  (Not in :mod:`bioprop.rules`: these train a pair of circuits joined by a
+    message, not one circuit.)"""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    kind: ClassVar[str] = "recurrent"
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {}
+
+    def parameter_groups(self, net: TwoNetworks) -> list[dict[str, Any]]:
+        return [{"name": "module", "params": net.module_parameters()}]
+
+    def step(self, net: TwoNetworks, s: Streams) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
 
 
-def train_step(net: TwoNetworks, s: Streams, method: str) -> dict:
-    """Write ``.grad`` of both networks (and modules) for one batch of streams."""
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {list(METHODS)}")
-    for p in [*net.network_parameters(), *net.module_parameters()]:
-        p.grad = None
-    if method == "bptt":
+class FullBPTT(Method):
+    """Full BPTT through both networks over the whole stream (the reference)."""
+
+    name = "bptt"
+    description = "full BPTT through both networks and the whole stream"
+
+    def step(self, net: TwoNetworks, s: Streams) -> dict[str, Any]:
         la, lb, *_ = net.forward_full(s)
-        (la + lb).backward()
+        (la + lb).backward()  # L = L_A + L_B
         return {"loss_a": float(la.detach()), "loss_b": float(lb.detach())}
-    sg = method == "dni"
-    T, n_b, K = net.T, s.x.shape[1], s.a.shape[0]
-    A, B = net.A, net.B
-    # -- network A, block by block ----------------------------------------------------------
-    state, prev, msgs, msg_pred = A.initial_state(n_b), None, [], []
-    loss_a = lm_a = 0.0
-    for j in range(K):
-        s0 = A.flat(state).detach().requires_grad_(j > 0)
-        end, logit, m = net.run_a(A.unflat(s0), s.x[j * T : (j + 1) * T])
-        lj = F.cross_entropy(logit, s.a[j])
-        J, ghat, gm = lj, None, None
-        if sg:
+
+
+class Truncated(Method):
+    """A block by block, B in windows of T ticks; no synthetic gradient (the control)."""
+
+    name = "truncated"
+    description = "windows of T steps (A) and T ticks (B), no synthetic gradients"
+
+    def temporal(self, module: BoundarySyntheticGradient, s_end: torch.Tensor):
+        """δ̂ = M(s) at a window's end state (None: no boundary term)."""
+        return None
+
+    def message(self, net: TwoNetworks, m: torch.Tensor):
+        """ĝ_j = M_m(m_j) ≈ ∂L_B/∂m_j (None: the message gets no gradient)."""
+        return None
+
+    def step(self, net: TwoNetworks, s: Streams) -> dict[str, Any]:
+        T, n_b, K = net.T, s.x.shape[1], s.a.shape[0]
+        A, B = net.A, net.B
+        # -- network A, block by block --------------------------------------------------------
+        state, prev, msgs, msg_pred = A.initial_state(n_b), None, [], []
+        loss_a = lm_a = 0.0
+        for j, (a, b) in enumerate(windows(K * T, T)):
+            s0 = A.flat(state).detach().requires_grad_(j > 0)
+            end, logit, m = net.run_a(A.unflat(s0), s.x[a:b])
+            lj = F.cross_entropy(logit, s.a[j])
+            J, ghat = lj, None
             if j < K - 1:
                 s_end = A.flat(end)
-                ghat = net.M_A.predict(s_end.detach())
-                J = J + (ghat.detach() * s_end).sum() / n_b
-            gm = net.M_m.predict(m.detach())
-            J = J + (gm.detach() * m).sum() / n_b
-        J.backward()
-        lm_a += _module_step(net.M_A, prev, s0, n_b) if sg else 0.0
-        prev, state = ghat, tuple(t.detach() for t in end)
-        msgs.append(m.detach())
-        msg_pred.append(gm)
-        loss_a += float(lj.detach())
-    # -- network B, in windows of T ticks (T² steps) --------------------------------------------
-    state, prev = B.initial_state(n_b), None
-    loss_b = lm_b = lm_m = 0.0
-    for w in range(0, K, T):
-        ticks = range(w, min(w + T, K))
-        m_in = torch.stack([msgs[t] for t in ticks]).requires_grad_(sg)
-        s0 = B.flat(state).detach().requires_grad_(w > 0)
-        end, lb, _ = B.unroll(B.unflat(s0), m_in)
-        lw = _ce(lb, s.b[w : w + len(ticks)])
-        J, ghat = lw, None
-        if sg and ticks[-1] < K - 1:
-            s_end = B.flat(end)
-            ghat = net.M_B.predict(s_end.detach())
-            J = J + (ghat.detach() * s_end).sum() / n_b
-        J.backward()
-        if sg:
-            lm_b += _module_step(net.M_B, prev, s0, n_b)
-            target = m_in.grad * n_b  # B·∂J^B/∂m_j: the bootstrapped target of M_m(m_j)
-            lm = sum(
-                0.5 * ((msg_pred[t] - target[i]) ** 2).sum() / n_b for i, t in enumerate(ticks)
-            )
-            if lm.requires_grad:
-                lm.backward()
-            lm_m += float(lm.detach())
-        prev, state = ghat, tuple(t.detach() for t in end)
-        loss_b += float(lw.detach())
-    return {
-        "loss_a": loss_a,
-        "loss_b": loss_b,
-        "module_loss_a": lm_a,
-        "module_loss_b": lm_b,
-        "module_loss_m": lm_m,
-        "message_synthetic": [g.detach() for g in msg_pred] if sg else [],
-    }
+                ghat = self.temporal(net.M_A, s_end.detach())
+                if ghat is not None:  # J^A_j += ⟨sg δ̂^A(s^A_{j+1}), s^A_{j+1}⟩ / B
+                    J = J + inject(ghat, s_end, n_b)
+            gm = self.message(net, m.detach())
+            if gm is not None:  # J^A_j += ⟨sg M_m(m_j), m_j⟩ / B
+                J = J + inject(gm, m, n_b)
+            J.backward()
+            lm_a += fit_module(prev, _target(s0, n_b), n_b)
+            prev, state = ghat, tuple(t.detach() for t in end)
+            msgs.append(m.detach())
+            msg_pred.append(gm)
+            loss_a += float(lj.detach())
+        # -- network B, in windows of T ticks (T² steps) ----------------------------------------
+        state, prev = B.initial_state(n_b), None
+        loss_b = lm_b = lm_m = 0.0
+        for w0, w1 in windows(K, T):
+            taught = any(msg_pred[t] is not None for t in range(w0, w1))
+            m_in = torch.stack(msgs[w0:w1]).requires_grad_(taught)
+            s0 = B.flat(state).detach().requires_grad_(w0 > 0)
+            end, lb, _ = B.unroll(B.unflat(s0), m_in)
+            lw = _ce(lb, s.b[w0:w1])
+            J, ghat = lw, None
+            if w1 < K:
+                s_end = B.flat(end)
+                ghat = self.temporal(net.M_B, s_end.detach())
+                if ghat is not None:
+                    J = J + inject(ghat, s_end, n_b)
+            J.backward()
+            lm_b += fit_module(prev, _target(s0, n_b), n_b)
+            if taught:  # B·∂J^B/∂m_j: the bootstrapped target of M_m(m_j)
+                target = m_in.grad * n_b
+                for i, t in enumerate(range(w0, w1)):
+                    lm_m += fit_module(msg_pred[t], target[i], n_b)
+            prev, state = ghat, tuple(t.detach() for t in end)
+            loss_b += float(lw.detach())
+        return {
+            "loss_a": loss_a,
+            "loss_b": loss_b,
+            "module_loss_a": lm_a,
+            "module_loss_b": lm_b,
+            "module_loss_m": lm_m,
+            "message_synthetic": [g.detach() for g in msg_pred if g is not None],
+        }
+
+
+class TwoNetworkDNI(Truncated):
+    """The same windows with temporal modules M_A, M_B and the message module M_m."""
+
+    name = "dni"
+    description = "windows with temporal synthetic gradients and a message synthetic gradient"
+
+    def temporal(self, module: BoundarySyntheticGradient, s_end: torch.Tensor) -> torch.Tensor:
+        return module.predict(s_end)
+
+    def message(self, net: TwoNetworks, m: torch.Tensor) -> torch.Tensor:
+        return net.M_m.predict(m)
+
+
+#: the methods by name
+METHODS: dict[str, type[Method]] = {c.name: c for c in (FullBPTT, TwoNetworkDNI, Truncated)}
+
+
+def _target(s0: torch.Tensor, n_b: int) -> torch.Tensor | None:
+    """B·∂J/∂s_b at a window's start state (None where nothing reached it)."""
+    return None if s0.grad is None else s0.grad * n_b
+
+
+def get_method(method: str | Method) -> Method:
+    """A method by name (``bptt``, ``dni``, ``truncated``), or a :class:`Method` as is."""
+    if isinstance(method, Method):
+        return method
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {list(METHODS)}")
+    return METHODS[method]()
+
+
+def train_step(net: TwoNetworks, s: Streams, method: str | Method) -> dict[str, Any]:
+    """Write ``.grad`` of both networks (and modules) for one batch of streams."""
+    method = get_method(method)
+    for p in net.plastic_parameters():
+        p.grad = None
+    return method.step(net, s)
 
 
 def message_gradients(net: TwoNetworks, s: Streams) -> list[torch.Tensor]:
@@ -262,11 +344,3 @@ def evaluate(net: TwoNetworks, s: Streams) -> dict[str, float]:
         "loss_b": float(lb),
         "chance_b": float((s.b == s.b.flatten().mode().values).float().mean()),
     }
-
-
-def angle(a: torch.Tensor, b: torch.Tensor) -> float:
-    """∠(a, b) in degrees (NaN if either is zero)."""
-    na, nb = float(a.norm()), float(b.norm())
-    if na == 0 or nb == 0:
-        return math.nan
-    return math.degrees(math.acos(max(-1.0, min(1.0, float((a * b).sum()) / (na * nb)))))

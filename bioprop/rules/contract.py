@@ -18,6 +18,12 @@ A layered step has two phases so that locality can be tested from outside:
 * :meth:`Rule.teach` — everything after it: teaching signals and ``.grad``.
 
 A rule's ``teach`` reads only what its equations say it reads.
+
+A recurrent step takes a batch of sequences: ``step(circuit, x, y, loss)`` with ``x`` a
+:class:`bioprop.recurrent.Batch` (inputs, targets and mask, time first), ``y = None`` and
+``loss = None`` (the family's sequence loss); ``reference`` takes the same and returns full
+BPTT through the sequence.  ``Signals.loss`` is L of the whole sequence, ``Signals.output``
+the logits ``(time, batch, n_out)`` (see :mod:`bioprop.rules.recurrent`).
 """
 
 from __future__ import annotations
@@ -168,7 +174,9 @@ class Rule:
     def reference(self, circuit: Circuit, x: torch.Tensor, y: Any, loss: Loss) -> Reference:
         """The family's exact reference for this batch, leaving ``.grad`` alone.
 
-        Default (layered and settling rules): autograd bp through the feedforward sweep."""
+        Default (layered rules): autograd bp through the feedforward sweep; settling,
+        recurrent and spiking rules return BPTT through the settling, full BPTT through
+        the sequence, or the rate twin's bp."""
         from bioprop.rules.reference import backprop
 
         return backprop(circuit, x, y, loss)

@@ -1,6 +1,6 @@
-"""Equilibrium propagation (Scellier & Bengio 2017) on dynamical rate circuits.
+"""Equilibrium propagation (Scellier & Bengio 2017) on settling circuits.
 
-Two phases of the same dynamics (:func:`bioprop.settling.dynamics.settle`):
+Two phases of the same dynamics (:func:`bioprop.settling.settle`):
 
 * **free phase** — the input is clamped and the free populations settle to a fixed
   point u⁰ of the energy E (:meth:`EquilibriumPropagation.forward`);
@@ -14,15 +14,16 @@ Every plastic feedforward pathway p → q then gets the contrastive Hebbian upda
     ΔW_qp = (1/β) ⟨ρ(u_q^β) ρ(u_p^β)ᵀ − ρ(u_q⁰) ρ(u_p⁰)ᵀ⟩,     Δb_q = (1/β) ⟨ρ(u_q^β) − ρ(u_q⁰)⟩
 
 written into ``.grad`` as the pseudo-gradient ĝ = −ΔW, so that SGD on ĝ applies +ΔW.
-As β → 0, ĝ → ∂L/∂θ of L = C(u⁰(θ)) (the recurrent-backprop / BPTT gradient;
-:func:`bioprop.settling.dynamics.bptt`).  Options:
+As β → 0, ĝ → ∂L/∂θ of L = C(u⁰(θ)), the gradient by backprop through the settling
+(:func:`bioprop.settling.bptt`), which is the rule's :meth:`~EquilibriumPropagation.reference`.
+Options:
 
 * ``random_sign`` — β's sign is drawn per batch (Scellier & Bengio's code), which
   cancels the O(β) bias of the one-sided estimate on average;
 * ``symmetric`` — a third phase with −β from u⁰ (Laborieux et al. 2021), and
   ΔW = (1/2β) ⟨ρ^β ρ^βᵀ − ρ^{−β} ρ^{−β}ᵀ⟩, whose bias is O(β²);
 * ``persistent`` — each training example's free phase starts from its previous free
-  fixed point (Scellier & Bengio's persistent particles).
+  fixed point (Scellier & Bengio's persistent particles, :class:`bioprop.settling.ParticleBank`).
 """
 
 from __future__ import annotations
@@ -33,21 +34,33 @@ from typing import Any
 
 import torch
 
+from bioprop.core import seeding
 from bioprop.core.circuit import Circuit, SweepState
 from bioprop.core.losses import Loss
 from bioprop.core.pathway import TransposePathway
 from bioprop.rules.contract import Rule, Signals
+from bioprop.rules.reference import Reference
 from bioprop.rules.registry import register
-from bioprop.settling import dynamics as _dyn
+from bioprop.settling import recording as _recording
+from bioprop.settling.circuit import (
+    Settling,
+    check_dynamical,
+    free_populations,
+    settling_of,
+    symmetric_feedback,
+)
+from bioprop.settling.particles import ParticleBank
+from bioprop.settling.reference import bptt
+from bioprop.settling.settle import NonConvergenceWarning, Settled, plan, settle, targets
 
 __all__ = ["EquilibriumPropagation", "EquilibriumState", "write_ep_grads", "ep_delta"]
 
 
 class EquilibriumState(SweepState):
     """The free phase's fixed point as a :class:`SweepState` (``u``, ``r``), plus the
-    :class:`~bioprop.settling.dynamics.Settled` record it came from (``settled``)."""
+    :class:`~bioprop.settling.Settled` record it came from (``settled``)."""
 
-    def __init__(self, settled: _dyn.Settled):
+    def __init__(self, settled: Settled):
         super().__init__(settled.u, settled.r)
         self.settled = settled
 
@@ -110,54 +123,12 @@ def ep_delta(
     return {q: (minus[q] - nudged[q]) / (2.0 * beta) for q in names}
 
 
-class _ParticleBank:
-    """Free-phase states per training example (persistent particles), keyed by a hash
-    of the example's input bytes (the rule sees batches, not dataset indices)."""
-
-    def __init__(self) -> None:
-        self.slots: dict[int, int] = {}
-        self.store: dict[str, torch.Tensor] = {}
-        self.count = 0
-
-    @staticmethod
-    def keys(x: torch.Tensor) -> list[int]:
-        rows = x.detach().to("cpu").contiguous().numpy()
-        return [hash(row.tobytes()) for row in rows]
-
-    def get(self, keys: list[int], like: dict[str, torch.Tensor] | None) -> dict | None:
-        idx = [self.slots.get(k, -1) for k in keys]
-        if self.count == 0 or all(i < 0 for i in idx):
-            return None
-        rows = torch.tensor(idx)
-        known = rows >= 0
-        out = {}
-        for name, buf in self.store.items():
-            s = buf.new_zeros(len(keys), buf.shape[1])
-            s[known.to(buf.device)] = buf[rows[known].to(buf.device)]
-            out[name] = s
-        return out
-
-    def put(self, keys: list[int], u: dict[str, torch.Tensor]) -> None:
-        idx = []
-        for k in keys:
-            i = self.slots.get(k)
-            if i is None:
-                i = self.slots[k] = self.count
-                self.count += 1
-            idx.append(i)
-        rows = torch.tensor(idx)
-        for name, t in u.items():
-            buf = self.store.get(name)
-            if buf is None or buf.shape[0] < self.count:
-                cap = max(self.count, 2 * (buf.shape[0] if buf is not None else 512))
-                new = t.new_zeros(cap, t.shape[1])
-                if buf is not None:
-                    new[: buf.shape[0]] = buf
-                self.store[name] = buf = new
-            buf[rows.to(buf.device)] = t.detach()
-
-    def __len__(self) -> int:
-        return self.count
+def _check_loss(loss: Loss) -> None:
+    if loss.name != "mse":
+        raise ValueError(
+            f"ep nudges with the cost C = ½‖u_out − y‖² (Scellier & Bengio 2017); train it "
+            f"with loss='mse', not {loss.name!r}"
+        )
 
 
 @register
@@ -166,7 +137,7 @@ class EquilibriumPropagation(Rule):
 
     The circuit's populations (but the clamped input) must be ``leaky``; the settling
     (ε, free steps, tolerance) is the circuit's (``circuit.settling``, see
-    :func:`bioprop.settling.dynamics.layered_dynamical`), so training and evaluation settle alike.
+    :func:`bioprop.settling.layered_dynamical`), so training and evaluation settle alike.
     On attach the rule installs a :class:`~bioprop.TransposePathway` (W itself, not a copy)
     behind every forward pathway whose source settles.
 
@@ -185,9 +156,6 @@ class EquilibriumPropagation(Rule):
         particles); the bank lives in memory and is not checkpointed.
     nudged_tol
         Optional tolerance for the nudged phase (default: a fixed number of steps).
-    record_bptt
-        On recording steps, also record the BPTT gradient through the free phase
-        (``weight_update_bptt``, ``bias_update_bptt``, ``delta_bptt``).
 
     Raises
     ------
@@ -211,7 +179,6 @@ class EquilibriumPropagation(Rule):
         symmetric: bool = False,
         persistent: bool = False,
         nudged_tol: float | None = None,
-        record_bptt: bool = True,
     ):
         super().__init__()
         if not isinstance(beta, (int, float)) or not math.isfinite(beta):
@@ -231,18 +198,16 @@ class EquilibriumPropagation(Rule):
         self.symmetric = bool(symmetric)
         self.persistent = bool(persistent)
         self.nudged_tol = nudged_tol
-        self.record_bptt = bool(record_bptt)
-        self.generator = torch.Generator().manual_seed(0)
-        self._bank = _ParticleBank()
+        self.generator = seeding.generator(0, "ep beta sign")
+        self._bank = ParticleBank()
         self._plan = None
-        self._keys: list[int] | None = None
         self.last_beta = self.beta
 
     # -- attaching -----------------------------------------------------------------------
     def supports(self, circuit: Circuit) -> str | None:
         """Settling circuits only: every free population leaky, no lateral pathway."""
         try:
-            _dyn.check_dynamical(circuit)
+            check_dynamical(circuit)
         except ValueError as exc:
             return str(exc)
         return None
@@ -257,40 +222,40 @@ class EquilibriumPropagation(Rule):
                 continue  # already symmetric (e.g. built by hand)
             if fb is None:
                 self._add(circuit, TransposePathway(pw))
-        _dyn.symmetric_feedback(circuit)  # raises for a non-symmetric feedback pathway
-        self._plan = _dyn.plan(circuit)
+        symmetric_feedback(circuit)  # raises for a non-symmetric feedback pathway
+        self._plan = plan(circuit)
+        # the sign stream is drawn from the rule's seeded stream (seeding.generator(seed,
+        # "feedback") under bioprop.train)
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))
         self.generator = torch.Generator().manual_seed(seed)
-        self._bank = _ParticleBank()
+        self._bank = ParticleBank()
         if type(circuit).forward is Circuit.forward:
             warnings.warn(
                 "ep is attached to a plain Circuit: circuit(x) and bioprop.evaluate run its "
                 "feedforward sweep, not the settling. Build it with "
-                "bioprop.settling.dynamics.layered_dynamical(...) (a DynamicalCircuit) so that test "
+                "bioprop.settling.layered_dynamical(...) (a DynamicalCircuit) so that test "
                 "metrics are read at the free fixed point",
                 UserWarning,
                 stacklevel=3,
             )
 
     # -- one step ------------------------------------------------------------------------
-    def _settling(self, circuit: Circuit) -> _dyn.Settling:
-        return _dyn.settling_of(circuit)
+    _trace_samples: int = 16
+
+    def _start(self, keys: list[int] | None) -> dict[str, torch.Tensor] | None:
+        """Where the free phase starts: the examples' persistent particles, or u = 0."""
+        return self._bank.get(keys) if keys is not None else None
 
     def forward(self, circuit: Circuit, x: torch.Tensor) -> EquilibriumState:
         """The free phase: settle with the input clamped to x (β = 0)."""
-        s = self._settling(circuit)
-        self._plan = _dyn.plan(circuit, s, self._plan)
-        start = None
-        if self.persistent:
-            self._keys = _ParticleBank.keys(x)
-            start = self._bank.get(self._keys, None)
+        s = settling_of(circuit)
+        self._plan = plan(circuit, s, self._plan)
         k = self._trace_samples if self.recording else 0
-        free = _dyn.settle(circuit, x, s, start=start, trace=k, plan_cache=self._plan)
-        if self.persistent:
-            self._bank.put(self._keys, free.u)
+        keys = ParticleBank.keys(x) if self.persistent else None
+        free = settle(circuit, x, s, start=self._start(keys), trace=k, plan_cache=self._plan)
+        if keys is not None:
+            self._bank.put(keys, free.u)
         return EquilibriumState(free)
-
-    _trace_samples: int = 16
 
     def _draw_beta(self) -> float:
         if self.random_sign and int(torch.randint(0, 2, (1,), generator=self.generator)) == 0:
@@ -299,210 +264,73 @@ class EquilibriumPropagation(Rule):
 
     def teach(self, circuit: Circuit, state: SweepState, y: torch.Tensor, loss: Loss) -> Signals:
         """The nudged phase(s) from the free fixed point, then ĝ into ``.grad``."""
-        if loss.name != "mse":
-            raise ValueError(
-                f"ep nudges with the cost C = ½‖u_out − y‖² (Scellier & Bengio 2017); train it "
-                f"with loss='mse', not {loss.name!r}"
-            )
+        _check_loss(loss)
         if not isinstance(state, EquilibriumState):
-            state = EquilibriumState(
-                _dyn.settle(circuit, state.r[circuit.input], plan_cache=self._plan)
-            )
-        s = self._settling(circuit)
+            state = EquilibriumState(settle(circuit, state.r[circuit.input], plan_cache=self._plan))
+        s = settling_of(circuit)
         free = state.settled
         x = free.r[circuit.input]
         out = circuit.output
-        y = _dyn._targets(y, free.u[out])
+        y = targets(y, free.u[out])
         beta = self._draw_beta()
         self.last_beta = beta
         k = self._trace_samples if self.recording else 0
         with torch.no_grad():
-            nudged = _dyn.settle(
-                circuit,
-                x,
-                s,
-                beta=beta,
-                target=y,
-                start=free.u,
-                steps=self.nudged_steps,
-                tol=self.nudged_tol,
-                trace=k,
-                drive=free.drive,
-                plan_cache=self._plan,
-            )
-            minus = None
-            if self.symmetric:
-                minus = _dyn.settle(
-                    circuit,
-                    x,
-                    s,
-                    beta=-beta,
-                    target=y,
-                    start=free.u,
-                    steps=self.nudged_steps,
-                    tol=self.nudged_tol,
-                    trace=k,
-                    drive=free.drive,
-                    plan_cache=self._plan,
+            phases = []
+            for b in (beta, -beta) if self.symmetric else (beta,):
+                phases.append(
+                    settle(
+                        circuit,
+                        x,
+                        s,
+                        beta=b,
+                        target=y,
+                        start=free.u,
+                        steps=self.nudged_steps,
+                        tol=self.nudged_tol,
+                        trace=k,
+                        drive=free.drive,
+                        plan_cache=self._plan,
+                    )
                 )
+            nudged, minus = phases[0], (phases[1] if self.symmetric else None)
             write_ep_grads(circuit, free.r, nudged.r, beta, minus.r if minus else None)
             d = free.u[out] - y
             L = 0.5 * (d * d).sum(1).mean()
         signals = Signals(L, free.r[out])
         if self.recording:
-            names = _dyn.free_populations(circuit)
+            names = free_populations(circuit)
             signals.delta = ep_delta(free.r, nudged.r, beta, names, minus.r if minus else None)
-            signals.records = self._records(circuit, s, x, y, beta, free, nudged, minus)
+            signals.records = _recording.values(
+                circuit, s, x, y, beta, free, nudged, minus, self.nudged_steps, k
+            )
         return signals
 
+    # -- the family's reference ----------------------------------------------------------
+    def reference(self, circuit: Circuit, x: torch.Tensor, y: Any, loss: Loss) -> Reference:
+        """BPTT through the free phase that :meth:`step` runs on this batch (the same start
+        — persistent particle or u = 0 —, ε and number of Euler steps), leaving ``.grad``
+        and the particles alone: ∂L/∂θ of L = (1/N) Σ_n ½‖u_out,T − y_n‖², which the EP
+        update approaches as β → 0 (:func:`bioprop.settling.bptt`)."""
+        _check_loss(loss)
+        s = settling_of(circuit)
+        self._plan = plan(circuit, s, self._plan)
+        start = self._start(ParticleBank.keys(x) if self.persistent else None)
+        steps = s.steps
+        if s.tol is not None:  # the free phase stops on its tolerance: count its steps
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NonConvergenceWarning)
+                steps = settle(circuit, x, s, start=start, plan_cache=self._plan).steps
+        return bptt(circuit, x, y, s, steps=steps, start=start, plan_cache=self._plan)
+
     # -- recording -----------------------------------------------------------------------
-    def _time_len(self, s: _dyn.Settling) -> int:
-        return 1 + s.steps + self.nudged_steps * (2 if self.symmetric else 1)
-
     def record_variables(self, circuit: Circuit, samples: int) -> dict[str, dict[str, Any]]:
-        """Declared recording layout (see ``docs/ep.md``):
-
-        ``populations/<q>``  ``trajectory (time, sample, neuron)``: states u of the first
-        samples over settling time (time 0 = start, then the free steps, then the nudged
-        steps [then the −β steps]); ``delta_bptt (sample, neuron)``.
-        ``pathways/<p->q>``  ``weight_update_bptt (post, pre)``, ``bias_update_bptt (post)``.
-        ``settling``         ``energy, cost, total_energy (time, sample)``, ``phase (time)``,
-        ``beta``, ``free_steps``, ``free_residual``, ``free_converged``.
-        """
-        from bioprop.recording.writer import ExtraVariable
-
-        s = self._settling(circuit)
+        """Trajectories and energies over settling time (:mod:`bioprop.settling.recording`,
+        ``docs/ep.md``); the BPTT reference is the trainer's ``weight_update_bp``."""
         self._trace_samples = int(samples)
-        T = self._time_len(s)
-        k = int(samples)
-        phases = (
-            f"time 0: start; 1..{s.steps}: free phase (beta = 0, NaN after an early stop); "
-            f"{s.steps + 1}..{s.steps + self.nudged_steps}: nudged phase (beta)"
+        return _recording.variables(
+            circuit, settling_of(circuit), self.nudged_steps, self.symmetric, samples
         )
-        if self.symmetric:
-            phases += (
-                f"; {s.steps + self.nudged_steps + 1}..{T - 1}: third phase (-beta), "
-                "from the free state"
-            )
-        tattrs = {
-            "epsilon": s.epsilon,
-            "free_steps": s.steps,
-            "nudged_steps": self.nudged_steps,
-            "time_axis": phases,
-        }
-        out: dict[str, dict[str, Any]] = {}
-        for name in _dyn.free_populations(circuit):
-            n = circuit.populations[name].size
-            g: dict[str, Any] = {}
-            if k > 0:
-                g["trajectory"] = ExtraVariable(
-                    ("time", "sample", "neuron"),
-                    (T, k, n),
-                    "state u over settling time (first samples of the batch)",
-                    attrs=tattrs,
-                )
-                if self.record_bptt:
-                    g["delta_bptt"] = ExtraVariable(
-                        ("sample", "neuron"),
-                        (k, n),
-                        "BPTT teaching signal per sample through the free phase, dl/db",
-                    )
-            if g:
-                out[f"populations/{name}"] = g
-        if self.record_bptt:
-            for pw in circuit.feedforward_pathways():
-                if not pw.plastic:
-                    continue
-                n_post, n_pre = pw.shape
-                g = {
-                    "weight_update_bptt": ExtraVariable(
-                        ("post", "pre"),
-                        (n_post, n_pre),
-                        "BPTT update through the free-phase settling, -dL/dW",
-                    )
-                }
-                if pw.bias is not None:
-                    g["bias_update_bptt"] = ExtraVariable(
-                        ("post",), (n_post,), "BPTT bias update through the settling, -dL/db"
-                    )
-                out[f"pathways/{pw.name}"] = g
-        sg: dict[str, Any] = {
-            "beta": ExtraVariable((), (), "signed beta of this step's nudged phase", "f8"),
-            "free_steps": ExtraVariable((), (), "Euler steps taken by the free phase", "f8"),
-            "free_residual": ExtraVariable((), (), "max |du/dt| at the last free step", "f8"),
-            "free_converged": ExtraVariable(
-                (), (), "1 if the free phase stopped on the tolerance, 0 on the step budget", "f8"
-            ),
-            "phase": ExtraVariable(
-                ("time",),
-                (T,),
-                "0 start/free, 1 nudged (+beta), 2 third phase (-beta)",
-                attrs={"time_axis": phases},
-            ),
-        }
-        if k > 0:
-            for v, long in (
-                ("energy", "E(u) over settling time, per sample"),
-                ("cost", "C(u) = 1/2 |u_out - y|^2 over settling time, per sample"),
-                ("total_energy", "F = E + beta C over settling time (beta of the phase)"),
-            ):
-                sg[v] = ExtraVariable(("time", "sample"), (T, k), long, attrs={"time_axis": phases})
-        out["settling"] = sg
-        return out
-
-    def _records(self, circuit, s, x, y, beta, free, nudged, minus) -> dict[str, dict[str, Any]]:
-        k = self._trace_samples
-        T = self._time_len(s)
-        names = _dyn.free_populations(circuit)
-        rec: dict[str, dict[str, Any]] = {}
-        phase = torch.zeros(T)
-        phase[1 + s.steps : 1 + s.steps + self.nudged_steps] = 1
-        if minus is not None:
-            phase[1 + s.steps + self.nudged_steps :] = 2
-        bvec = torch.zeros(T, dtype=torch.float64)
-        bvec[phase == 1] = beta
-        bvec[phase == 2] = -beta
-        rec["settling"] = {
-            "beta": beta,
-            "free_steps": float(free.steps),
-            "free_residual": free.residual,
-            "free_converged": float(free.converged),
-            "phase": phase,
-        }
-        if k > 0:
-            traj: dict[str, torch.Tensor] = {}
-            for name in names:
-                parts = [_pad_time(free.trajectory[name], s.steps + 1)]
-                parts.append(nudged.trajectory[name][1:])
-                if minus is not None:
-                    parts.append(minus.trajectory[name][1:])
-                traj[name] = _pad_samples(torch.cat(parts), k)
-                rec.setdefault(f"populations/{name}", {})["trajectory"] = traj[name]
-            m = min(k, x.shape[0])
-            flat = {nm: t[:, :m].reshape(T * m, -1) for nm, t in traj.items()}
-            xs = x[:m].repeat(T, 1)
-            ys = y[:m].repeat(T, 1)
-            with torch.no_grad():
-                e = _dyn.energy(circuit, xs, flat).reshape(T, m)
-                c = _dyn.cost(circuit, flat, ys).reshape(T, m)
-            f = e + bvec.to(e.dtype).view(T, 1) * c
-            for v, val in (("energy", e), ("cost", c), ("total_energy", f)):
-                rec["settling"][v] = _pad_samples(val, k, dim=1)
-        if self.record_bptt:
-            ref = _dyn.bptt(
-                circuit, x, y, s, steps=free.steps, start=free.start, plan_cache=self._plan
-            )
-            for pw in circuit.feedforward_pathways():
-                if not pw.plastic:
-                    continue
-                g = rec.setdefault(f"pathways/{pw.name}", {})
-                g["weight_update_bptt"] = -ref.grads[f"{pw.name}.weight"]
-                if pw.bias is not None:
-                    g["bias_update_bptt"] = -ref.grads[f"{pw.name}.bias"]
-            if k > 0:
-                for name in names:
-                    rec[f"populations/{name}"]["delta_bptt"] = _pad_samples(ref.delta[name], k)
-        return rec
 
     # -- bookkeeping ---------------------------------------------------------------------
     def hyperparameters(self) -> dict[str, Any]:
@@ -513,10 +341,9 @@ class EquilibriumPropagation(Rule):
             "symmetric": self.symmetric,
             "persistent": self.persistent,
             "nudged_tol": self.nudged_tol,
-            "record_bptt": self.record_bptt,
         }
         if self.circuit is not None:
-            s = self._settling(self.circuit)
+            s: Settling = settling_of(self.circuit)
             hp.update(epsilon=s.epsilon, free_steps=s.steps, free_tol=s.tol, bounded=s.bounded)
         return hp
 
@@ -526,23 +353,3 @@ class EquilibriumPropagation(Rule):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if "generator" in state:
             self.generator.set_state(state["generator"])
-
-
-def _pad_time(t: torch.Tensor, length: int) -> torch.Tensor:
-    """Pad ``(time, k, n)`` with NaN frames to ``length`` (a free phase that stopped early)."""
-    if t.shape[0] >= length:
-        return t[:length]
-    pad = t.new_full((length - t.shape[0], *t.shape[1:]), math.nan)
-    return torch.cat([t, pad])
-
-
-def _pad_samples(t: torch.Tensor, k: int, dim: int = None) -> torch.Tensor:
-    """Keep the first k samples along ``dim`` (default: 1 for 3-D, 0 for 2-D), NaN-padded."""
-    if dim is None:
-        dim = 1 if t.dim() == 3 else 0
-    t = t.detach().narrow(dim, 0, min(k, t.shape[dim]))
-    if t.shape[dim] < k:
-        shape = list(t.shape)
-        shape[dim] = k - t.shape[dim]
-        t = torch.cat([t, t.new_full(shape, math.nan)], dim=dim)
-    return t

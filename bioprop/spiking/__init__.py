@@ -1,26 +1,30 @@
 """Spiking circuits simulated by brian2, trained with a local three-factor rule.
 
 A circuit holds spiking populations like rate ones (``Circuit.add_population(name, size,
-model=LIF())``); :func:`run` builds a brian2 ``Network`` from it (populations →
-``NeuronGroup``, pathways → ``Synapses``), presents a :class:`Schedule` of samples as
-Poisson rates in one ``run()``, learns with :class:`ThreeFactorFA` (brian2 equations:
+model=LIF())``).  ``bioprop.train(circuit, "spiking-fa", data, ...)`` trains it
+(:func:`bioprop.spiking.loop.fit`): a brian2 ``Network`` is built from it (populations →
+``NeuronGroup``, pathways → ``Synapses``), a :class:`Schedule` of samples is presented as
+Poisson rates in one ``run()`` (:func:`run`), the circuit learns with
+:class:`ThreeFactorFA` (the registered rule ``spiking-fa``, :mod:`bioprop.rules.spiking_fa`:
 presynaptic trace × postsynaptic factor × a third factor carried by the feedback pathway
-B), and records spikes, rates, states and weights into bioprop's file format.  See
-``docs/spiking.md``.
+B), and spikes, rates, states, weights and updates are recorded through bioprop's one
+writer.  See ``docs/spiking.md``.
 
 Modules: :mod:`~bioprop.spiking.units` (unit checks), :mod:`~bioprop.spiking.neurons`
 (LIF, AdaptiveLIF, SpikingPopulation), :mod:`~bioprop.spiking.encoding` (PoissonEncoder,
-Schedule), :mod:`~bioprop.spiking.rule` (ThreeFactorFA), :mod:`~bioprop.spiking.network`
-(the builder), :mod:`~bioprop.spiking.recording` (SpikeRecord, draining monitors),
-:mod:`~bioprop.spiking.runner` (run), :mod:`~bioprop.spiking.twin` (rate twins).
+Schedule, downsample), :mod:`~bioprop.spiking.network` (the builder),
+:mod:`~bioprop.spiking.recording` (SpikeRecord, draining monitors),
+:mod:`~bioprop.spiking.runner` (run), :mod:`~bioprop.spiking.loop` (fit),
+:mod:`~bioprop.spiking.twin` (rate twins, the reference).
 """
 
+from bioprop.rules.spiking_fa import ThreeFactorFA
 from bioprop.spiking import twin
-from bioprop.spiking.encoding import PoissonEncoder, Schedule
+from bioprop.spiking.encoding import PoissonEncoder, Schedule, downsample
+from bioprop.spiking.loop import fit
 from bioprop.spiking.network import SpikingNetwork, build
 from bioprop.spiking.neurons import LIF, AdaptiveLIF, NeuronModel, SpikingPopulation, lif_rate
 from bioprop.spiking.recording import SpikeRecord
-from bioprop.spiking.rule import ThreeFactorFA
 from bioprop.spiking.runner import TARGETS, SpikingRun, run
 from bioprop.spiking.units import SpikingUnitError
 
@@ -32,10 +36,12 @@ __all__ = [
     "lif_rate",
     "PoissonEncoder",
     "Schedule",
+    "downsample",
     "ThreeFactorFA",
     "SpikingNetwork",
     "build",
     "SpikeRecord",
+    "fit",
     "run",
     "SpikingRun",
     "TARGETS",

@@ -19,11 +19,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 from brian2 import Hz, Quantity, TimedArray, ms, second
 
+from bioprop.data.base import Dataset
 from bioprop.spiking.units import check_quantity, to_str
 
-__all__ = ["PoissonEncoder", "Schedule"]
+__all__ = ["PoissonEncoder", "Schedule", "downsample"]
 
 
 @dataclass
@@ -199,3 +201,32 @@ class Schedule:
         """(start, end) in seconds of the scored window of presentation n (after settle)."""
         p, s = float(self.present / second), float(self.settle / second)
         return n * p + s, (n + 1) * p
+
+
+def downsample(data: Dataset, factor: int = 2, shape: tuple[int, int] = (28, 28)) -> Dataset:
+    """Images average-pooled ``factor`` × ``factor`` (Fashion-MNIST 28×28 → 14×14 = 196
+    inputs for ``factor=2``), clamped to [0, 1] (the Poisson rate scale), integer labels."""
+    h, w = shape
+    if data.n_inputs != h * w or h % factor or w % factor:
+        raise ValueError(
+            f"downsample: data {data.name!r} has {data.n_inputs} features; expected "
+            f"{shape[0]}x{shape[1]} images with sides divisible by {factor}"
+        )
+
+    def pool(x: torch.Tensor) -> torch.Tensor:
+        x = torch.nn.functional.avg_pool2d(x.float().view(-1, 1, h, w), factor)
+        return x.reshape(x.shape[0], -1).clamp(0, 1)
+
+    def labels(y: torch.Tensor) -> torch.Tensor:
+        return y if y.dim() == 1 else y.argmax(1)
+
+    return Dataset(
+        f"{data.name} {h // factor}x{w // factor}",
+        pool(data.x_train),
+        labels(data.y_train),
+        pool(data.x_test),
+        labels(data.y_test),
+        "classification",
+        n_classes=data.n_classes,
+        meta={**data.meta, "downsampled": f"{factor}x{factor} average pooling"},
+    )

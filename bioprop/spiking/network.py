@@ -5,7 +5,9 @@
   by the schedule's ``stimulus`` TimedArray;
 * every feedforward pathway becomes all-to-all ``Synapses`` with weight ``w`` (post × pre
   of the pathway's weight) and ``on_pre: v_post += w · w_unit``; a plastic one also runs the
-  rule's update every ``dt_learn``;
+  rule's update every ``dt_learn``; a *tracked* one (whose updates are recorded) also
+  accumulates its change over the recorded presentations in ``w_change``, reset every
+  ``track_every`` presentations;
 * every feedback pathway becomes ``Synapses`` from the population above with fixed ``B``
   and the summed third factor ``m_post = B · delta_pre``.
 
@@ -20,13 +22,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from brian2 import Network, NeuronGroup, Quantity, Synapses
+from brian2 import Network, NeuronGroup, Quantity, Synapses, TimedArray
 
+from bioprop.rules.spiking_fa import ThreeFactorFA
 from bioprop.spiking.encoding import Schedule
 from bioprop.spiking.neurons import SpikingPopulation
-from bioprop.spiking.rule import ThreeFactorFA
 
-__all__ = ["SpikingNetwork", "build", "check_spiking_circuit"]
+__all__ = ["SpikingNetwork", "build"]
 
 
 @dataclass
@@ -41,10 +43,12 @@ class SpikingNetwork:
     circuit: Any
     index: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
-    def weight(self, pathway: str) -> np.ndarray:
-        """The pathway's current weight as a (post, pre) matrix."""
+    def weight(self, pathway: str, var: str | None = None) -> np.ndarray:
+        """The pathway's current weight (or synaptic variable ``var``) as a (post, pre)
+        matrix."""
         s = self.synapses[pathway]
-        var = "w" if self.circuit.pathways[pathway].role == "feedforward" else "B"
+        if var is None:
+            var = "w" if self.circuit.pathways[pathway].role == "feedforward" else "B"
         i, j = self.index[pathway]
         n_post, n_pre = self.circuit.pathways[pathway].shape
         out = np.empty((n_post, n_pre))
@@ -59,39 +63,14 @@ class SpikingNetwork:
                     pw.weight.copy_(torch.as_tensor(self.weight(name), dtype=pw.weight.dtype))
 
 
-def check_spiking_circuit(circuit) -> None:
-    """Raise a clear error unless every population is spiking and the input is an encoder."""
-    rate = [n for n, p in circuit.populations.items() if not isinstance(p, SpikingPopulation)]
-    if rate:
-        raise ValueError(
-            f"populations {rate} are rate populations; a spiking run needs every population "
-            "to be spiking (Circuit.add_population(name, size, model=bioprop.spiking.LIF()))"
-        )
-    inp = circuit.populations[circuit.input]
-    if not inp.is_encoder:
-        raise ValueError(
-            f"the input population {circuit.input!r} must be an encoder "
-            f"(model=bioprop.spiking.PoissonEncoder(...)), got {inp.model.name}"
-        )
-    others = [n for n, p in circuit.populations.items() if p.is_encoder and n != circuit.input]
-    if others:
-        raise ValueError(f"populations {others}: only the input population may be an encoder")
-    for pw in circuit.pathways.values():
-        if pw.bias is not None:
-            raise ValueError(
-                f"pathway {pw.name!r} has a bias; spiking pathways have none "
-                "(connect(..., bias=False))"
-            )
-        if pw.role == "lateral":
-            raise ValueError(f"pathway {pw.name!r}: lateral spiking pathways are not supported")
-
-
 def build(
     circuit,
     rule: ThreeFactorFA,
     schedule: Schedule,
     dt: Quantity,
     learn: bool = True,
+    track: tuple[str, ...] | set[str] = (),
+    track_every: int = 1,
 ) -> SpikingNetwork:
     """Build the brian2 network of ``circuit`` trained by ``rule`` on ``schedule``.
 
@@ -99,8 +78,12 @@ def build(
     ----------
     learn
         Add the plasticity (rule updates) to plastic feedforward synapses.
+    track, track_every
+        Plastic pathways whose change over every ``track_every``-th presentation is
+        accumulated in the synaptic variable ``w_change`` (zeroed at the start of every
+        ``track_every``-th presentation, before learning, after a monitor at order −20).
     """
-    check_spiking_circuit(circuit)
+    rule.check(circuit)
     order = circuit.order()
     out_name = circuit.output
     stimulus = schedule.stimulus()
@@ -161,10 +144,13 @@ def build(
                 "target": target,
                 "gate": gate,
             }
+            tracked = learn and pw.plastic and pname in track
+            if tracked:
+                ns["track"] = _track(schedule, track_every)
             s = Synapses(
                 src,
                 dst,
-                "w : 1",
+                "w : 1\nw_change : 1" if tracked else "w : 1",
                 on_pre="v_post += w*w_unit",
                 dt=dt,
                 namespace=ns,
@@ -175,7 +161,18 @@ def build(
             s.w[:] = w[j, i]
             if learn and pw.plastic:
                 s.run_regularly(
-                    rule.plasticity(), dt=rule.dt_learn, when="start", name=f"learn_{_safe(pname)}"
+                    rule.plasticity(track=tracked),
+                    dt=rule.dt_learn,
+                    when="start",
+                    name=f"learn_{_safe(pname)}",
+                )
+            if tracked:
+                s.run_regularly(
+                    "w_change = 0",
+                    dt=track_every * schedule.present,
+                    when="start",
+                    order=-15,
+                    name=f"reset_{_safe(pname)}",
                 )
         else:
             s = Synapses(
@@ -194,6 +191,13 @@ def build(
     net = Network(*groups.values(), *synapses.values())
     namespace = {"stimulus": stimulus, "target": target, "gate": gate}
     return SpikingNetwork(net, groups, synapses, namespace, circuit, index)
+
+
+def _track(schedule: Schedule, every: int) -> TimedArray:
+    """1 during the presentations whose update is recorded (every ``every``-th one that
+    learns), else 0."""
+    n = np.arange(schedule.n)
+    return TimedArray(((n % every == 0) & schedule.learn).astype(float), dt=schedule.present)
 
 
 def post_ns(circuit, name: str) -> dict[str, Any]:

@@ -1,420 +1,384 @@
-"""Recording a spiking run into bioprop's file format, draining brian2's monitors as it goes.
+"""Recording a spiking run through the one writer, draining brian2's monitors as it goes.
 
 brian2 keeps everything a monitor records in RAM until the run ends.  Here a
 ``network_operation`` (the *drain*) runs every ``drain_every`` presentations inside the
-single ``run()``: it appends what the monitors hold to the HDF5 file, flushes, and empties
-the monitors — so a long run's memory stays bounded by one drain interval and a killed run
-keeps everything drained before the kill.  (``cpp_standalone`` has no Python in the loop:
-there the monitors are drained once, after the run.)
+single ``run()``: it appends what the monitors hold to the recording
+(:class:`bioprop.recording.writer.Recorder`, the writer of every family), flushes, and
+empties the monitors — so a long run's memory stays bounded by one drain interval and a
+killed run keeps everything drained before the kill.  (``cpp_standalone`` has no Python in
+the loop: there the monitors are drained once, after the run.)
 
 Layout (NetCDF4-valid HDF5, opened by :func:`bioprop.load`; see ``docs/recordings.md``)::
 
-    /                       attrs: rule, hyper-parameters, target, dt, seed, schedule, ...
-    /metrics                step (unlimited; one record per presentation): time, train_step,
-                            learn, label, prediction, correct, loss
-    /pathways/<name>        step (unlimited), post, pre: weight (+ time); attrs role, mirrors,
-                            units — feedforward W and feedback B, sampled during learning
-    /populations/<name>     time (unlimited), neuron: rate [Hz] (spike counts per bin / bin)
-    /states/<name>          time (unlimited), neuron: sampled state variables, units in attrs
-    /spikes/<name>          spike (unlimited): neuron, time [s] — ragged spike trains
+    /                       provenance (bioprop.recording.provenance): rule, hyper-parameters,
+                            codegen target, dt, seed, schedule, versions, ...
+    /metrics                step (one record per presentation): time, train_step, learn,
+                            label, prediction, correct, loss; test_error and test_loss on the
+                            last presentation of every test block
+    /pathways/<name>        step, post, pre: weight (+ time) every ``every`` presentations;
+                            plastic ones also weight_update (the change over that presentation)
+                            and weight_update_bp (the rate twin's bp update at its rates)
+    /populations/<name>     time (own unlimited dim), neuron: rate [Hz] (spike counts per bin)
+    /states/<name>          time (own unlimited dim), neuron: sampled states, units in attrs
+    /spikes/<name>          spike (own unlimited dim): neuron, time [s] — ragged spike trains
 
 ``step`` counts presentations (sample n is presented during [n·present, (n+1)·present)).
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
-import h5netcdf
-import h5py
 import numpy as np
-from brian2 import Quantity, SpikeMonitor, StateMonitor, get_unit, ms, second
+from brian2 import Quantity, SpikeMonitor, StateMonitor, get_unit, second
 from brian2.units.fundamentalunits import DIMENSIONLESS
 
-from bioprop.recording.writer import _to_attr, pathway_group, population_group
+from bioprop.recording.writer import ExtraVariable, Recorder
 from bioprop.spiking.encoding import Schedule
 from bioprop.spiking.network import SpikingNetwork
-from bioprop.spiking.units import check_quantity
+from bioprop.spiking.plan import Plan, SpikeRecord, plan
 
-__all__ = ["SpikeRecord", "Drain"]
-
-
-@dataclass
-class SpikeRecord:
-    """What a spiking run writes, and how often.
-
-    Parameters
-    ----------
-    path
-        HDF5 file to write (None: keep only the per-presentation metrics in memory).
-    spikes
-        Populations whose spikes are recorded (default: all).
-    rate_bin
-        Bin of the per-neuron rates ``(time, neuron)`` (time; must divide ``present``;
-        default: one bin per presentation).
-    states
-        Population → state variables sampled as ``(time, neuron)``, e.g.
-        ``{"hidden": ["v", "m"]}`` (default none).
-    state_neurons
-        How many neurons (the first ones) of each population the states sample.
-    state_dt
-        Sampling interval of the states (time).
-    weight_every
-        Sample every pathway's weight every this many presentations (and at the end).
-    drain_every
-        Drain the monitors into the file every this many presentations.
-    """
-
-    path: str | os.PathLike | None
-    spikes: list[str] | None = None
-    rate_bin: Quantity | None = None
-    states: dict[str, list[str]] = field(default_factory=dict)
-    state_neurons: int = 10
-    state_dt: Quantity = field(default_factory=lambda: 1 * ms)
-    weight_every: int = 100
-    drain_every: int = 50
-    attrs: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self):
-        if self.path is not None:
-            self.path = Path(self.path)
-        for k in ("weight_every", "drain_every", "state_neurons"):
-            v = getattr(self, k)
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"SpikeRecord({k}=...) must be a positive integer, got {v!r}")
-        if self.rate_bin is not None:
-            self.rate_bin = check_quantity(
-                self.rate_bin, "time", "SpikeRecord", "rate_bin", positive=True
-            )
-        self.state_dt = check_quantity(
-            self.state_dt, "time", "SpikeRecord", "state_dt", positive=True
-        )
+__all__ = ["SpikeRecord", "Plan", "plan", "Drain", "evaluation_blocks"]
 
 
 class Drain:
-    """Owns the monitors of one run and moves their contents to the file (and to the
-    in-memory per-presentation metrics).  ``__call__`` is the network operation."""
+    """Owns the monitors of one run and moves their contents into the recording and the
+    in-memory per-presentation results (``counts``, ``predictions``, ``loss``);
+    ``__call__`` is the network operation, :meth:`finish` ends the run."""
 
     def __init__(
         self,
         spec: SpikeRecord | None,
+        plan_: Plan,
         network: SpikingNetwork,
         schedule: Schedule,
         dt: Quantity,
         attrs: dict[str, Any],
+        target_rate: float,
     ):
-        self.spec = spec or SpikeRecord(None)
-        self.network, self.schedule = network, schedule
-        circuit = network.circuit
-        self.output = circuit.output
+        self.spec, self.plan, self.network, self.schedule = spec, plan_, network, schedule
+        self.circuit = circuit = network.circuit
+        self.output, self.target_rate = circuit.output, target_rate
         self.present_s = float(schedule.present / second)
+        self.window_s = self.present_s - float(schedule.settle / second)
         self.settle_s = float(schedule.settle / second)
-        steps, _ = schedule.grid(dt)
-        bin_ = self.spec.rate_bin or schedule.present
+        self.every = spec.every if spec is not None else 1
+        bin_ = (spec.rate_bin if spec is not None else None) or schedule.present
         per = float(schedule.present / bin_)
         if abs(per - round(per)) > 1e-6:
             raise ValueError(
                 f"SpikeRecord: rate_bin ({bin_}) must divide the presentation ({schedule.present})"
             )
-        self.bins_per = round(per)
-        self.bin_s = self.present_s / self.bins_per
-        names = list(circuit.order())
-        wanted = self.spec.spikes if self.spec.spikes is not None else names
-        for n in list(wanted) + list(self.spec.states):
-            if n not in circuit.populations:
-                raise ValueError(f"SpikeRecord: no population {n!r}; the circuit has {names}")
-        self.writing = self.spec.path is not None
-        spike_pops = set(wanted) if self.writing else set()
-        spike_pops.add(self.output)
-        g = network.groups
+        self.bin_s = self.present_s / round(per)
+        self.writing = spec is not None
+        g, syn = network.groups, network.synapses
         self.spike_mon = {
-            n: SpikeMonitor(g[n], name=f"spikes_{_safe(n)}") for n in names if n in spike_pops
+            n: SpikeMonitor(g[n], name=f"spikes_{_safe(n)}")
+            for n in circuit.order()
+            if n in plan_.counted or n in plan_.spikes
         }
         self.state_mon: dict[str, StateMonitor] = {}
-        if self.writing:
-            for n, variables in self.spec.states.items():
-                unknown = [v for v in variables if v not in g[n].variables]
-                if unknown:
-                    have = sorted(k for k in g[n].variables if not k.startswith("_"))
-                    raise ValueError(
-                        f"SpikeRecord(states=...): population {n!r} has no variable(s) "
-                        f"{unknown}; it has {have}"
-                    )
-                k = min(self.spec.state_neurons, g[n].N)
-                self.state_mon[n] = StateMonitor(
-                    g[n],
-                    list(variables),
-                    record=np.arange(k),
-                    dt=self.spec.state_dt,
-                    when="end",
-                    name=f"states_{_safe(n)}",
+        for n, variables in (spec.states if spec is not None else {}).items():
+            unknown = [v for v in variables if v not in g[n].variables]
+            if unknown:
+                have = sorted(k for k in g[n].variables if not k.startswith("_"))
+                raise ValueError(
+                    f"SpikeRecord(states=...): population {n!r} has no variable(s) "
+                    f"{unknown}; it has {have}"
                 )
-        self.weight_mon: dict[str, StateMonitor] = {}
-        if self.writing:
-            every = self.spec.weight_every * schedule.present
-            for pname, pw in circuit.pathways.items():
-                var = "w" if pw.role == "feedforward" else "B"
-                self.weight_mon[pname] = StateMonitor(
-                    network.synapses[pname],
-                    var,
-                    record=True,
-                    dt=every,
-                    when="start",
-                    order=10,
-                    name=f"weights_{_safe(pname)}",
-                )
+            self.state_mon[n] = StateMonitor(
+                g[n],
+                list(variables),
+                record=np.arange(min(spec.state_neurons, g[n].N)),
+                dt=spec.state_dt,
+                when="end",
+                name=f"states_{_safe(n)}",
+            )
+        every = self.every * schedule.present
+        self.weight_mon = {
+            p: StateMonitor(
+                syn[p],
+                _var(circuit, p),
+                record=True,
+                dt=every,
+                when="start",
+                order=-5,
+                name=f"weights_{_safe(p)}",
+            )
+            for p in plan_.weights
+        }
+        self.change_mon = {
+            p: StateMonitor(
+                syn[p],
+                "w_change",
+                record=True,
+                dt=every,
+                when="start",
+                order=-20,
+                name=f"changes_{_safe(p)}",
+            )
+            for p in plan_.tracked
+        }
         self.monitors = [
             *self.spike_mon.values(),
             *self.state_mon.values(),
             *self.weight_mon.values(),
+            *self.change_mon.values(),
         ]
-        # per-presentation metrics, kept in memory (a few numbers per presentation)
-        n_out = circuit.populations[self.output].size
-        self.counts = np.zeros((schedule.n, n_out), np.int32)
+        self.counts = {n: np.zeros((schedule.n, g[n].N), np.int32) for n in plan_.counted}
+        self.predictions = np.full(schedule.n, -1, np.int64)
+        self.loss = np.full(schedule.n, np.nan)
         self.done = 0  # presentations whose window is complete and scored
         self.binned_until = 0.0  # seconds
         self._carry: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        self._last_weights: dict[str, np.ndarray] = {}
-        self.target_rate = 1.0  # Hz; the runner sets the rule's target_rate
-        self.h5 = None
+        self._at: dict[int, dict[str, np.ndarray]] = {}  # step -> weights (for references)
+        self._blocks = evaluation_blocks(schedule)
+        self.recorder = None
         if self.writing:
-            self._create(attrs)
+            self.recorder = Recorder(replace(spec, samples=0), circuit, attrs, extra=self._layout())
+            self._annotate()
 
     # -- layout ---------------------------------------------------------------------------
-    def _create(self, attrs: dict[str, Any]) -> None:
-        path = self.spec.path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        circuit, net = self.network.circuit, self.network
-        with h5netcdf.File(path, "w") as f:
-            for k, v in {**attrs, **self.spec.attrs}.items():
-                f.attrs[k] = _to_attr(v)
-            f.attrs["Conventions"] = "bioprop-recording-1"
-            f.attrs["record_every"] = self.spec.weight_every
-            m = f.create_group("metrics")
-            m.dimensions["step"] = None
-            m.create_variable("step", ("step",), "i8", chunks=(4096,))
-            m.variables["step"].attrs["long_name"] = "presentation index"
-            for v, dt_, long in (
-                ("time", "f8", "start of the presentation (s)"),
-                ("train_step", "i8", "learning presentations before this one"),
-                ("learn", "i1", "1 if the rule learned during this presentation"),
-                ("label", "i8", "class label (-1: none)"),
-                ("prediction", "i8", "output neuron with most spikes after settle (-1: none)"),
-                ("correct", "i1", "prediction == label"),
-                ("loss", "f8", "0.5 * sum_k (y_k - r_k/target_rate)^2 over the scored window"),
-            ):
-                m.create_variable(v, ("step",), dt_, chunks=(4096,))
-                m.variables[v].attrs["long_name"] = long
-            m.variables["time"].attrs["units"] = "second"
-            pws = f.create_group("pathways")
-            for pname, pw in circuit.pathways.items():
-                n_post, n_pre = pw.shape
-                g = pathway_group(pws, pname, pw)
-                g.create_variable("time", ("step",), "f8", chunks=(1024,))
-                g.variables["time"].attrs["units"] = "second"
-                v = g.create_variable(
-                    "weight",
-                    ("step", "post", "pre"),
+    def _layout(self) -> dict[str, dict[str, ExtraVariable]]:
+        def ev(long, dtype="f8", dims=(), shape=(), grows="step", rows=4096, **attrs):
+            return ExtraVariable(dims, shape, long, dtype, attrs, grows, rows)
+
+        ex: dict[str, dict[str, ExtraVariable]] = {
+            "metrics": {
+                "time": ev("start of the presentation (s)", units="second"),
+                "train_step": ev("learning presentations before this one", "i8"),
+                "learn": ev("1 if the rule learned during this presentation", "i1"),
+                "label": ev("class label (-1: none)", "i8"),
+                "prediction": ev("output neuron with most spikes after settle (-1: none)", "i8"),
+                "correct": ev("prediction == label", "i1"),
+            }
+        }
+        for p in self.plan.pathways:
+            ex[f"pathways/{p}"] = {
+                "time": ev("time of the weight sample", units="second", rows=1024)
+            }
+        pops = self.circuit.populations
+        for n in self.plan.rates:
+            size = pops[n].size
+            ex[f"populations/{n}"] = {
+                "time": ev("start of the rate bin", grows="time", units="second"),
+                "rate": ev(
+                    f"spike count per {self.bin_s * 1e3:g} ms bin / bin",
                     "f4",
-                    chunks=(1, n_post, n_pre),
-                    fillvalue=np.nan,
+                    ("neuron",),
+                    (size,),
+                    "time",
+                    max(1, 4096 // size),
+                    units="Hz",
+                ),
+            }
+        for n, mon in self.state_mon.items():
+            k = len(mon.record)
+            ex[f"states/{n}"] = {"time": ev("sample time", grows="time", units="second")}
+            for var in self.spec.states[n]:
+                unit = _unit(self.network.groups[n], var)
+                ex[f"states/{n}"][var] = ev(var, "f4", ("neuron",), (k,), "time", 1024, units=unit)
+        for n in self.plan.spikes:
+            ex[f"spikes/{n}"] = {
+                "neuron": ev("index of the neuron that spiked", "i4", grows="spike", rows=65536),
+                "time": ev("spike time", grows="spike", rows=65536, units="second"),
+            }
+        return ex
+
+    def _annotate(self) -> None:
+        rec, pops = self.recorder, self.circuit.populations
+        for p in self.plan.pathways:
+            pw = self.circuit.pathways[p]
+            ff = pw.role == "feedforward"
+            units = _weight_unit(pops[pw.target].model) if ff else "1"
+            if rec.has(f"pathways/{p}", "weight"):
+                long = "weight W (post x pre) at the start of presentation `step`"
+                rec.annotate(
+                    f"pathways/{p}/weight",
+                    units=units,
+                    long_name=long if ff else "fixed feedback weight B (post x pre)",
                 )
-                v.attrs["long_name"] = (
-                    "weight W (post x pre) at the start of presentation `step`"
-                    if pw.role == "feedforward"
-                    else "fixed feedback weight B (post x pre)"
+            if rec.has(f"pathways/{p}", "weight_update"):
+                rec.annotate(
+                    f"pathways/{p}/weight_update",
+                    units=units,
+                    long_name=("the rule's weight change over presentation `step` (eta included)"),
                 )
-                ff = pw.role == "feedforward"
-                v.attrs["units"] = _weight_unit(circuit.populations[pw.target].model) if ff else "1"
-            pops = f.create_group("populations")
-            for n in circuit.order():
-                pop = circuit.populations[n]
-                g = population_group(pops, n, circuit)
-                g.dimensions["time"] = None
-                g.dimensions["neuron"] = pop.size
-                g.create_variable("time", ("time",), "f8", chunks=(4096,))
-                g.variables["time"].attrs["units"] = "second"
-                g.variables["time"].attrs["long_name"] = "start of the rate bin"
-                r = g.create_variable(
-                    "rate", ("time", "neuron"), "f4", chunks=(max(1, 4096 // pop.size), pop.size)
+            if rec.has(f"pathways/{p}", "weight_update_bp"):
+                rec.annotate(
+                    f"pathways/{p}/weight_update_bp",
+                    long_name=(
+                        "rate twin's bp update -dL/dW at the rates measured in presentation `step` "
+                        "(bioprop.spiking.twin.bp_at_rates)"
+                    ),
                 )
-                r.attrs["units"] = "Hz"
-                r.attrs["long_name"] = f"spike count per {self.bin_s * 1e3:g} ms bin / bin"
-            sts = f.create_group("states")
-            for n, mon in self.state_mon.items():
-                g = sts.create_group(n)
-                k = len(mon.record)
-                g.dimensions["time"] = None
-                g.dimensions["neuron"] = k
-                g.create_variable("time", ("time",), "f8", chunks=(4096,))
-                g.variables["time"].attrs["units"] = "second"
-                g.create_variable("neuron", ("neuron",), "i8")
-                g.variables["neuron"][:] = np.asarray(mon.record)
-                for var in self.spec.states[n]:
-                    v = g.create_variable(var, ("time", "neuron"), "f4", chunks=(1024, k))
-                    v.attrs["units"] = _unit(net.groups[n], var)
-            spk = f.create_group("spikes")
-            for n in self.spike_mon:
-                if self.spec.spikes is not None and n not in self.spec.spikes:
-                    continue
-                g = spk.create_group(n)
-                g.dimensions["spike"] = None
-                g.create_variable("neuron", ("spike",), "i4", chunks=(65536,))
-                g.create_variable("time", ("spike",), "f8", chunks=(65536,))
-                g.variables["time"].attrs["units"] = "second"
-                g.variables["neuron"].attrs["long_name"] = "index of the neuron that spiked"
-        self.h5 = h5py.File(path, "a")
 
     # -- draining -------------------------------------------------------------------------
     def __call__(self, t: Quantity | None = None) -> None:
         """Move everything the monitors hold up to time ``t`` (default: now) out of them."""
         t_s = float((t if t is not None else self.network.net.t) / second)
         n_complete = min(self.schedule.n, int(round(t_s / self.present_s, 9)))
+        until = n_complete * self.present_s
+        rec = self.recorder
         for n, mon in self.spike_mon.items():
             i = np.array(mon.i[:], dtype=np.int32)  # copies: clearing reuses the buffers
             ts = np.array(mon.t[:] / second)
             _clear(mon)
-            if self.writing and f"spikes/{n}" in self.h5:
-                _append(self.h5[f"spikes/{n}"], {"neuron": i, "time": ts})
+            if self.writing and n in self.plan.spikes:
+                rec.extend(f"spikes/{n}", "spike", {"neuron": i, "time": ts})
             ci, ct = self._carry.get(n, (np.empty(0, np.int32), np.empty(0)))
             i, ts = np.concatenate([ci, i]), np.concatenate([ct, ts])
-            if n == self.output:
-                self._score(i, ts, n_complete)
-            if self.writing:
-                i, ts = self._bin(n, i, ts, n_complete * self.present_s)
-            else:
-                keep = ts >= n_complete * self.present_s
-                i, ts = i[keep], ts[keep]
-            self._carry[n] = (i, ts)
+            k = np.floor(ts / self.present_s + 1e-9).astype(np.int64)
+            if n in self.counts:
+                within = ts - k * self.present_s >= self.settle_s - 1e-9
+                sel = within & (k < n_complete) & (k >= self.done)
+                np.add.at(self.counts[n], (k[sel], i[sel]), 1)
+            if self.writing and n in self.plan.rates:
+                self._bin(n, i, ts, until)
+            self._carry[n] = (i[k >= n_complete], ts[k >= n_complete])
         if self.writing:
-            self.binned_until = n_complete * self.present_s
+            self.binned_until = until
             for n, mon in self.state_mon.items():
                 data = {"time": np.array(mon.t[:] / second)}
                 for var in self.spec.states[n]:
                     data[var] = np.array(getattr(mon, var)[:]).T
                 _clear(mon)
-                _append(self.h5[f"states/{n}"], data)
-            for pname, mon in self.weight_mon.items():
-                var = "w" if self.network.circuit.pathways[pname].role == "feedforward" else "B"
-                ts = np.array(mon.t[:] / second)
-                values = np.array(getattr(mon, var)[:])  # (synapse, sample)
-                _clear(mon)
-                if ts.size:
-                    self._write_weights(pname, ts, values)
-            self._write_metrics(n_complete)
-            self.h5.flush()
-        self.done = max(self.done, n_complete)
+                rec.extend(f"states/{n}", "time", data)
+        for p, mon in self.weight_mon.items():
+            ts, values = (
+                np.array(mon.t[:] / second),
+                np.array(getattr(mon, _var(self.circuit, p))[:]),
+            )
+            _clear(mon)
+            if ts.size:
+                self._weights(p, ts, self._matrices(p, values.T))
+        for p, mon in self.change_mon.items():
+            ts, values = np.array(mon.t[:] / second), np.array(mon.w_change[:])
+            _clear(mon)
+            for T, change in zip(ts, self._matrices(p, values.T), strict=True):
+                self._update(p, round(T / self.present_s) - self.every, change)
+        self._metrics(n_complete)
+        for s in sorted(s for s in self._at if s < n_complete):
+            self._reference(s, self._at.pop(s))
+        if self.writing:
+            rec.flush()
 
-    def _score(self, i: np.ndarray, ts: np.ndarray, n_complete: int) -> None:
-        """Output spike counts in each presentation's scored window (after settle)."""
-        n = np.floor(ts / self.present_s + 1e-9).astype(np.int64)
-        within = ts - n * self.present_s >= self.settle_s - 1e-9
-        sel = within & (n < n_complete) & (n >= self.done)
-        np.add.at(self.counts, (n[sel], i[sel]), 1)
-
-    def _bin(self, pop: str, i: np.ndarray, ts: np.ndarray, until: float):
-        """Append rates of complete bins in [binned_until, until); return the rest."""
+    def _bin(self, pop: str, i: np.ndarray, ts: np.ndarray, until: float) -> None:
+        """Append the rates of the complete bins in [binned_until, until)."""
         start = self.binned_until
         nb = int(round((until - start) / self.bin_s))
         if nb <= 0:
-            return i, ts
-        size = self.network.circuit.populations[pop].size
+            return
         b = np.floor((ts - start) / self.bin_s + 1e-9).astype(np.int64)
         sel = (b >= 0) & (b < nb)
-        counts = np.zeros((nb, size), np.float32)
+        counts = np.zeros((nb, self.circuit.populations[pop].size), np.float32)
         np.add.at(counts, (b[sel], i[sel]), 1)
-        _append(
-            self.h5[f"populations/{pop}"],
+        self.recorder.extend(
+            f"populations/{pop}",
+            "time",
             {"time": start + self.bin_s * np.arange(nb), "rate": counts / self.bin_s},
         )
-        return i[~sel & (b >= nb)], ts[~sel & (b >= nb)]
 
-    def _write_weights(self, pname: str, ts: np.ndarray, values: np.ndarray) -> None:
-        i, j = self.network.index[pname]
-        n_post, n_pre = self.network.circuit.pathways[pname].shape
-        mats = np.empty((ts.size, n_post, n_pre), np.float32)
-        mats[:, j, i] = values.T
+    def _matrices(self, p: str, values: np.ndarray) -> np.ndarray:
+        """(samples, synapses) → (samples, post, pre)."""
+        i, j = self.network.index[p]
+        mats = np.empty((values.shape[0], *self.circuit.pathways[p].shape), np.float32)
+        mats[:, j, i] = values
+        return mats
+
+    def _weights(self, p: str, ts: np.ndarray, mats: np.ndarray) -> None:
         steps = np.round(ts / self.present_s).astype(np.int64)
-        _append(self.h5[f"pathways/{pname}"], {"step": steps, "time": ts, "weight": mats})
-        self._last_weights[pname] = mats[-1]
+        if self.plan.reference:
+            for s, m in zip(steps, mats, strict=True):
+                if s < self.schedule.n and self.schedule.learn[s]:
+                    self._at.setdefault(int(s), {})[p] = m
+        if self.writing and p in self.plan.pathways:
+            values = {"step": steps, "time": ts}
+            if self.recorder.has(f"pathways/{p}", "weight"):
+                values["weight"] = mats
+            self.recorder.extend(f"pathways/{p}", "step", values)
 
-    def _write_metrics(self, n_complete: int) -> None:
+    def _update(self, p: str, s: int, change: np.ndarray) -> None:
+        if 0 <= s < self.schedule.n and self.schedule.learn[s]:
+            self.recorder.put(f"pathways/{p}", s, {"weight_update": change})
+
+    def _reference(self, s: int, weights: dict[str, np.ndarray]) -> None:
+        """weight_update_bp of step s: the rate twin's bp at the rates of presentation s."""
+        from bioprop.spiking import twin
+
+        c, sch = self.circuit, self.schedule
+        rates = {n: self.counts[n][s] / self.window_s for n in self.counts}
+        rates[c.input] = sch.x[s] * float(c.populations[c.input].model.max_rate)
+        ref = twin.bp_at_rates(c, rates, sch.y[s], self.target_rate, weights=weights)
+        for p in self.plan.reference:
+            self.recorder.put(f"pathways/{p}", s, {"weight_update_bp": ref.update(p).numpy()})
+
+    def _metrics(self, n_complete: int) -> None:
         lo, hi = self.done, n_complete
         if hi <= lo:
             return
-        s = self.schedule
-        idx = np.arange(lo, hi)
-        pred = self.prediction(idx)
-        window = self.present_s - self.settle_s
-        rates = self.counts[idx] / window
-        tr = self.target_rate
-        y = s.y[idx] if s.y is not None else np.zeros_like(rates)
-        loss = 0.5 * ((y - rates / tr) ** 2).sum(1)
-        train_step = np.cumsum(s.learn)[idx] - s.learn[idx]
-        _append(
-            self.h5["metrics"],
+        s, idx = self.schedule, np.arange(lo, hi)
+        c = self.counts[self.output][idx]
+        pred = np.where(c.max(1) > 0, c.argmax(1), -1)
+        y = s.y[idx] if s.y is not None else np.zeros(c.shape)
+        loss = 0.5 * ((y - c / self.window_s / self.target_rate) ** 2).sum(1)
+        self.predictions[idx], self.loss[idx] = pred, loss
+        self.done = n_complete
+        if not self.writing:
+            return
+        test_error, test_loss = np.full(len(idx), np.nan), np.full(len(idx), np.nan)
+        for a, b in self._blocks:
+            if lo <= b - 1 < hi:
+                test_error[b - 1 - lo] = 1.0 - np.mean(self.predictions[a:b] == s.labels[a:b])
+                test_loss[b - 1 - lo] = self.loss[a:b].mean()
+        self.recorder.extend(
+            "metrics",
+            "step",
             {
                 "step": idx,
+                "epoch": np.zeros(len(idx), np.int64),
                 "time": idx * self.present_s,
-                "train_step": train_step,
+                "train_step": np.cumsum(s.learn)[idx] - s.learn[idx],
                 "learn": s.learn[idx].astype(np.int8),
                 "label": s.labels[idx],
                 "prediction": pred,
                 "correct": (pred == s.labels[idx]).astype(np.int8),
                 "loss": loss,
+                "test_error": test_error,
+                "test_loss": test_loss,
             },
         )
 
-    def prediction(self, idx: np.ndarray) -> np.ndarray:
-        """Output neuron with the most spikes in the scored window (−1 when none spiked)."""
-        c = self.counts[idx]
-        pred = c.argmax(1)
-        pred[c.max(1) == 0] = -1
-        return pred
-
-    def final_weights(self) -> dict[str, np.ndarray]:
-        return dict(self._last_weights)
-
-    def write_final_weights(self, t: Quantity) -> None:
-        """Append the weights at the end of the run (one last ``step``)."""
+    def finish(self, t: Quantity) -> None:
+        """Drain up to the end ``t``, then record the final weights (one last ``step``)
+        and the update of the last recorded presentation, which no monitor sample saw."""
+        self(t)
         if not self.writing:
             return
-        t_s = float(t / second)
-        for pname in self.weight_mon:
-            w = self.network.weight(pname)
-            i, j = self.network.index[pname]
-            self._write_weights(pname, np.array([t_s]), w[j, i][:, None])
-        self.h5.flush()
+        n, t_s = self.schedule.n, float(t / second)
+        for p in self.plan.pathways:
+            self._weights(p, np.array([t_s]), self.network.weight(p)[None])
+        last = (n - 1) // self.every * self.every
+        for p in self.plan.tracked:
+            self._update(p, last, self.network.weight(p, "w_change"))
+        self.recorder.flush()
 
     def close(self) -> None:
-        if self.h5 is not None:
-            self.h5.close()
-            self.h5 = None
+        if self.recorder is not None:
+            self.recorder.close()
 
 
-def _append(group: h5py.Group, data: dict[str, np.ndarray]) -> None:
-    """Append rows to every variable named in ``data`` (all along their first dimension)."""
-    n = new = None
-    for k, v in data.items():
-        v = np.asarray(v)
-        ds = group[k]
-        if n is None:
-            n = ds.shape[0]
-            new = n + v.shape[0]
-        ds.resize(new, axis=0)
-        ds[n:] = v
-    for k, ds in group.items():  # NetCDF dimension scales of the grown dimension
-        if (
-            k not in data
-            and isinstance(ds, h5py.Dataset)
-            and ds.maxshape
-            and ds.maxshape[0] is None
-            and ds.shape[0] < new
-        ):
-            ds.resize(new, axis=0)
+def evaluation_blocks(schedule: Schedule) -> list[tuple[int, int]]:
+    """[start, end) of every block of consecutive test (non-learning, labelled)
+    presentations."""
+    testing = ~schedule.learn & (schedule.labels >= 0)
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], testing.astype(np.int8), [0]])))
+    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
+
+
+def _var(circuit, pathway: str) -> str:
+    return "w" if circuit.pathways[pathway].role == "feedforward" else "B"
 
 
 def _clear(mon) -> None:
@@ -439,20 +403,8 @@ def _weight_unit(model) -> str:
 
 def _unit(group, var: str) -> str:
     dim = group.variables[var].dim
-    if dim is DIMENSIONLESS:
-        return "1"
-    return str(get_unit(dim))
+    return "1" if dim is DIMENSIONLESS else str(get_unit(dim))
 
 
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name)
-
-
-def schedule_attrs(schedule: Schedule) -> dict[str, Any]:
-    return {
-        "present": str(schedule.present),
-        "settle": str(schedule.settle),
-        "presentations": schedule.n,
-        "learning_presentations": int(schedule.learn.sum()),
-        "simulated_time_s": float(schedule.duration / second),
-    }

@@ -10,46 +10,44 @@ Code generation targets (``target=``):
   Python in its loop).
 
 Everything a run needs is checked before brian2 starts (units, sizes, targets, dt grid).
+:func:`run` is the runner under :func:`bioprop.spiking.loop.fit` (what :func:`bioprop.train`
+calls for spiking circuits) and under ``ThreeFactorFA.step``; call it directly for a
+hand-made :class:`Schedule`.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from brian2 import (
-    Hz,
-    Network,
-    Quantity,
-    device,
-    ms,
-    network_operation,
-    prefs,
-    second,
-    set_device,
-)
+from brian2 import Hz, device, ms, network_operation, prefs, second, set_device
 from brian2 import seed as brian2_seed
 
+from bioprop.recording.provenance import provenance
+from bioprop.recording.writer import Record
+from bioprop.rules.spiking_fa import ThreeFactorFA
 from bioprop.spiking.encoding import Schedule
-from bioprop.spiking.network import SpikingNetwork, build, check_spiking_circuit
-from bioprop.spiking.recording import Drain, SpikeRecord, schedule_attrs
-from bioprop.spiking.rule import ThreeFactorFA
+from bioprop.spiking.network import SpikingNetwork, build
+from bioprop.spiking.recording import Drain, SpikeRecord, evaluation_blocks, plan
 from bioprop.spiking.units import check_quantity
 
-__all__ = ["run", "SpikingRun", "TARGETS"]
+__all__ = ["run", "SpikingRun", "TARGETS", "schedule_attrs"]
 
 TARGETS = ("numpy", "cython", "cpp_standalone")
 
 
 @dataclass
 class SpikingRun:
-    """What a spiking run leaves: per-presentation predictions, the test accuracy after
-    each block of learning, simulated and wall time, and the recording path."""
+    """What a spiking run leaves: per-presentation predictions and loss
+    ½‖y − r_out/ν_y‖², the rates (Hz) in every presentation's learning window of the
+    populations it counted, simulated and wall time, the recording path and the final
+    weights."""
 
     schedule: Schedule
     predictions: np.ndarray
@@ -58,6 +56,8 @@ class SpikingRun:
     build_s: float
     path: Path | None
     weights: dict[str, np.ndarray] = field(default_factory=dict)
+    loss: np.ndarray | None = None
+    rates: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def correct(self) -> np.ndarray:
@@ -66,17 +66,15 @@ class SpikingRun:
     def test_blocks(self) -> list[tuple[int, float]]:
         """(learning presentations before the block, accuracy) for every block of
         consecutive test (non-learning, labelled) presentations."""
-        s = self.schedule
-        out, start = [], None
-        trained = np.cumsum(s.learn) - s.learn
-        for n in range(s.n + 1):
-            testing = n < s.n and not s.learn[n] and s.labels[n] >= 0
-            if testing and start is None:
-                start = n
-            elif not testing and start is not None:
-                out.append((int(trained[start]), float(self.correct[start:n].mean())))
-                start = None
-        return out
+        trained = np.cumsum(self.schedule.learn) - self.schedule.learn
+        return [
+            (int(trained[a]), float(self.correct[a:b].mean()))
+            for a, b in evaluation_blocks(self.schedule)
+        ]
+
+    def test_losses(self) -> list[float]:
+        """Mean loss of every test block (same blocks as :meth:`test_blocks`)."""
+        return [float(self.loss[a:b].mean()) for a, b in evaluation_blocks(self.schedule)]
 
     @property
     def final_accuracy(self) -> float:
@@ -94,19 +92,33 @@ class SpikingRun:
         )
 
 
+def schedule_attrs(schedule: Schedule) -> dict[str, Any]:
+    """The schedule's budget, for provenance."""
+    return {
+        "present": str(schedule.present),
+        "settle": str(schedule.settle),
+        "presentations": schedule.n,
+        "learning_presentations": int(schedule.learn.sum()),
+        "simulated_time_s": float(schedule.duration / second),
+    }
+
+
 def run(
     circuit,
     rule: ThreeFactorFA,
     schedule: Schedule,
     *,
     target: str = "cython",
-    dt: Quantity = 0.5 * ms,
+    dt: Any = 0.5 * ms,
     seed: int = 0,
-    record: SpikeRecord | None = None,
+    record: Record | None = None,
+    attrs: dict[str, Any] | None = None,
     cache_dir: str | os.PathLike | None = None,
     standalone_dir: str | os.PathLike | None = None,
     learn: bool = True,
     write_back: bool = True,
+    measure: str = "output",
+    report: Callable | None = None,
 ) -> SpikingRun:
     """Simulate ``circuit`` with brian2 over ``schedule``, learning with ``rule``.
 
@@ -124,9 +136,13 @@ def run(
     dt
         Simulation time step (time).
     seed
-        Seeds brian2's random numbers (Poisson inputs).
+        Seeds brian2's random numbers (Poisson inputs), an integer in [0, 2³²).
     record
-        What to write (:class:`SpikeRecord`); None keeps only the metrics in memory.
+        What to write (:class:`SpikeRecord`, or a plain :class:`bioprop.Record` with the
+        spiking defaults); None keeps only the per-presentation results in memory.
+    attrs
+        Provenance of the recording (default: :func:`bioprop.recording.provenance.provenance`
+        with task ``"schedule"``); the run adds its target, dt, seed and schedule.
     cache_dir
         Cython cache directory (``target="cython"``).
     standalone_dir
@@ -135,6 +151,11 @@ def run(
         False: run without plasticity (evaluation only).
     write_back
         Copy the learned weights into the circuit's pathways after the run.
+    measure
+        ``"output"`` (count the output's spikes per presentation) or ``"all"`` (every
+        population's, for :attr:`SpikingRun.rates`).
+    report
+        brian2 progress callback ``(elapsed, completed, start, duration)`` (runtime targets).
     """
     # -- checks before any work ---------------------------------------------------------
     if target not in TARGETS:
@@ -142,7 +163,7 @@ def run(
     dt = check_quantity(dt, "time", "run", "dt", positive=True)
     if not isinstance(rule, ThreeFactorFA):
         raise TypeError(f"rule must be a bioprop.spiking.ThreeFactorFA, got {rule!r}")
-    check_spiking_circuit(circuit)
+    rule.check(circuit)
     missing = [
         pw.name
         for pw in circuit.feedforward_pathways()
@@ -153,10 +174,14 @@ def run(
             f"pathways {missing} have no feedback pathway: call rule.attach(circuit) first"
         )
     schedule.grid(dt)
-    if record is not None and not isinstance(record, SpikeRecord):
-        raise TypeError(f"record must be a SpikeRecord or None, got {record!r}")
+    if measure not in ("output", "all"):
+        raise ValueError(f"measure must be 'output' or 'all', got {measure!r}")
+    spec = SpikeRecord.of(record) if record is not None else None
     if cache_dir is not None and target != "cython":
         raise ValueError("cache_dir applies to target='cython' only")
+    if not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be an integer in [0, 2**32), got {seed!r}")
+    the_plan = plan(spec, circuit, learn, measure)
 
     old_target = prefs.codegen.target
     old_cache = prefs.codegen.runtime.cython.cache_dir
@@ -172,28 +197,31 @@ def run(
             if cache_dir is not None:
                 Path(cache_dir).mkdir(parents=True, exist_ok=True)
                 prefs.codegen.runtime.cython.cache_dir = str(cache_dir)
-        brian2_seed(seed)
-        sn: SpikingNetwork = build(circuit, rule, schedule, dt, learn=learn)
+        brian2_seed(int(seed))
+        sn: SpikingNetwork = build(
+            circuit,
+            rule,
+            schedule,
+            dt,
+            learn=learn,
+            track=the_plan.tracked,
+            track_every=spec.every if spec is not None else 1,
+        )
+        if attrs is None and spec is not None:
+            attrs = provenance(circuit, rule, task="schedule", loss="mse", seed=seed)
         attrs = {
-            "rule": rule.name,
-            "rule_hyperparameters": json.dumps(rule.hyperparameters()),
+            **(attrs or {}),
             "simulator": "brian2",
             "codegen_target": target,
             "dt": str(dt),
-            "seed": seed,
-            "circuit": circuit.describe(),
-            "populations": json.dumps(list(circuit.order())),
-            "input_population": circuit.input,
-            "output_population": circuit.output,
-            "hidden_populations": json.dumps(circuit.hidden()),
+            "brian2_seed": int(seed),
             **schedule_attrs(schedule),
-            **_versions(),
         }
-        drain = Drain(record, sn, schedule, dt, attrs)
-        drain.target_rate = float(rule.target_rate / Hz)
+        target_rate = float(rule.target_rate / Hz)
+        drain = Drain(spec, the_plan, sn, schedule, dt, attrs, target_rate)
         objects: list = list(drain.monitors)
         if not standalone:
-            every = (record.drain_every if record else 50) * schedule.present
+            every = (spec.drain_every if spec else 50) * schedule.present
 
             @network_operation(dt=every, when="start", order=-10, name="drain")
             def _drain(t):
@@ -202,23 +230,26 @@ def run(
             objects.append(_drain)
         sn.net.add(*objects)
         build_s = time.perf_counter() - t0
-        sn.net.run(schedule.duration, namespace={}, report=None)
-        drain(schedule.duration)
-        drain.write_final_weights(schedule.duration)
+        progress = {} if standalone or report is None else {"report": report}
+        sn.net.run(schedule.duration, namespace={}, report_period=1 * second, **progress)
+        drain.finish(schedule.duration)
         if write_back:
             sn.write_back()
         weights = {k: sn.weight(k) for k in sn.synapses}
-        wall = time.perf_counter() - t0
-        preds = np.full(schedule.n, -1, np.int64)
-        preds[: drain.done] = drain.prediction(np.arange(drain.done))
+        window = float((schedule.present - schedule.settle) / second)
+        rates = {n: c / window for n, c in drain.counts.items()}
+        inp = circuit.populations[circuit.input].model
+        rates[circuit.input] = schedule.x * float(inp.max_rate / Hz)
         return SpikingRun(
             schedule,
-            preds,
+            drain.predictions.copy(),
             float(schedule.duration / second),
-            wall,
+            time.perf_counter() - t0,
             build_s,
-            record.path if record else None,
+            spec.path if spec is not None else None,
             weights,
+            drain.loss.copy(),
+            rates,
         )
     finally:
         if drain is not None:
@@ -229,25 +260,3 @@ def run(
             set_device("runtime")
         prefs.codegen.target = old_target
         prefs.codegen.runtime.cython.cache_dir = old_cache
-
-
-def _versions() -> dict[str, str]:
-    import platform
-
-    import brian2
-    import numpy
-    import torch
-
-    import bioprop
-
-    return {
-        "bioprop_version": bioprop.__version__,
-        "brian2_version": brian2.__version__,
-        "torch_version": torch.__version__,
-        "numpy_version": numpy.__version__,
-        "python_version": platform.python_version(),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-
-
-_ = Network  # re-exported type of SpikingNetwork.net

@@ -6,16 +6,22 @@ object is built (before any simulation), e.g.::
 
     LIF(tau_m=20)  ->  SpikingUnitError: LIF: tau_m must be a time (a brian2 quantity such
                        as 20*ms), got 20 (a dimensionless number)
+
+A string naming a number and a brian2 unit (``"20 ms"``, ``"20*ms"``, ``"-65 mV"``) is read
+as that quantity, so that configurations (a task's options) can name quantities without
+importing brian2.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from brian2 import Hz, Quantity, amp, ohm, second, volt
+import brian2.units as _units
+from brian2 import Hz, Quantity, Unit, amp, ohm, second, volt
 from brian2.units.fundamentalunits import DIMENSIONLESS, get_dimensions
 
-__all__ = ["SpikingUnitError", "check_quantity", "KINDS", "to_str"]
+__all__ = ["SpikingUnitError", "check_quantity", "parse_quantity", "KINDS", "to_str"]
 
 #: kind name -> (reference unit, example written in the message)
 KINDS: dict[str, tuple[Quantity, str]] = {
@@ -32,6 +38,21 @@ class SpikingUnitError(ValueError):
     """A spiking parameter without the brian2 unit it needs (or with the wrong one)."""
 
 
+_QUANTITY = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*\*?\s*([A-Za-z]+)\s*$")
+
+
+def parse_quantity(text: str, owner: str = "quantity", name: str = "value") -> Quantity:
+    """``"20 ms"`` or ``"20*ms"`` → ``20*ms``: a number and one brian2 unit name."""
+    m = _QUANTITY.match(text)
+    unit = getattr(_units, m.group(2), None) if m else None
+    if not isinstance(unit, Unit):
+        raise SpikingUnitError(
+            f"{owner}: {name} = {text!r} is not a number followed by a brian2 unit "
+            "(write e.g. '20 ms', '-65 mV', '100 Hz')"
+        )
+    return float(m.group(1)) * unit
+
+
 def check_quantity(
     value: Any,
     kind: str,
@@ -45,7 +66,7 @@ def check_quantity(
     Parameters
     ----------
     value
-        What the user passed (``20*ms``, ``-65*mV``, ...).
+        What the user passed (``20*ms``, ``-65*mV``, ..., or a string ``"20 ms"``).
     kind
         One of :data:`KINDS` (``"time"``, ``"voltage"``, ``"current"``, ``"resistance"``,
         ``"rate"``, ``"dimensionless"``).
@@ -55,6 +76,8 @@ def check_quantity(
         Also require ``value > 0`` (``>= 0``).
     """
     unit, example = KINDS[kind]
+    if isinstance(value, str):
+        value = parse_quantity(value, owner, name)
     want = get_dimensions(unit)
     try:
         got = get_dimensions(value)

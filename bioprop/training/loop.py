@@ -245,7 +245,7 @@ def fit(
                         )
                     recorder.write(step, epoch, signals, ref, ev)
                 if not math.isfinite(lv):
-                    _diverged(circuit, rule, step, recorder, "the loss")
+                    raise_diverged(circuit, rule, step, recorder, "the loss")
                 opt.step()
                 if on_step is not None:
                     on_step(step, signals)
@@ -295,10 +295,10 @@ def _log_eval(history, circuit, data, loss, rule, step, recorder) -> None:
     for k, v in ev.items():
         history.setdefault(f"test_{k}", []).append(v)
     if "loss" in ev and not math.isfinite(ev["loss"]):
-        _diverged(circuit, rule, step, recorder, "the test loss")
+        raise_diverged(circuit, rule, step, recorder, "the test loss")
 
 
-def _diverged(circuit, rule, step, recorder, what) -> None:
+def raise_diverged(circuit, rule, step, recorder, what) -> None:
     name, part = _find_nonfinite(circuit)
     path = recorder.spec.path if recorder is not None else None
     where = f"in pathway {name!r} ({part})" if name else f"in {what}"

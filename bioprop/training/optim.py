@@ -32,7 +32,9 @@ def make_optimizer(spec: Any, circuit: Circuit, rule=None) -> torch.optim.Optimi
     ``spec`` is ``("sgd", {"lr": 1e-3, "weight_decay": 1e-6})``, a name (``"adam"``), a
     ``torch.optim.Optimizer`` instance (used as is), or a callable
     ``circuit -> Optimizer`` (for per-layer learning rates).  ``<group>_lr`` entries set
-    the learning rate of a group the rule declares (e.g. ``module_lr`` for DNI modules).
+    the learning rate of a group the rule declares (e.g. ``module_lr`` for DNI modules);
+    ``<pathway>_lr`` (e.g. ``"input->hidden_lr": 0.2``) puts a pathway of the circuit in a
+    group of its own at that rate (per-layer learning rates, as Scellier & Bengio's EP).
     """
     if isinstance(spec, torch.optim.Optimizer):
         return spec
@@ -57,12 +59,18 @@ def make_optimizer(spec: Any, circuit: Circuit, rule=None) -> torch.optim.Optimi
     extra = list(rule.parameter_groups(circuit)) if rule is not None else []
     group_lrs = {k[: -len("_lr")]: kwargs.pop(k) for k in list(kwargs) if k.endswith("_lr")}
     known = {g.get("name", "rule") for g in extra}
-    unknown = sorted(set(group_lrs) - known)
+    per_pathway = [n for n in group_lrs if n not in known and n in circuit.pathways]
+    unknown = sorted(set(group_lrs) - known - set(per_pathway))
     if unknown:
         raise ValueError(
             f"optimizer option(s) {[u + '_lr' for u in unknown]} name no parameter group of "
-            f"rule {getattr(rule, 'name', None)!r}; its groups: {sorted(known) or 'none'}"
+            f"rule {getattr(rule, 'name', None)!r} and no pathway of the circuit; its groups: "
+            f"{sorted(known) or 'none'}; pathways: {sorted(circuit.pathways)}"
         )
+    extra = [
+        {"name": n, "params": [p for p in circuit.pathways[n].own_parameters() if p.requires_grad]}
+        for n in per_pathway
+    ] + extra
     taken = {id(p) for g in extra for p in g["params"]}
     own = [p for p in circuit.plastic_parameters() if id(p) not in taken]
     lr = kwargs.get("lr", cls([torch.zeros(1, requires_grad=True)]).defaults["lr"])

@@ -16,25 +16,17 @@ from __future__ import annotations
 
 import torch
 
-from bioprop.core import init as _init
 from bioprop.experiments import bench
-from bioprop.settling import dynamics as _dyn
+from bioprop.settling import DynamicalCircuit, layered_twin, presets
 
-SIZES = (784, 500, 10)
-BATCH = 20
+BATCH = presets.BATCH
 TARGET = 3.0
 
 
-def ep_circuit(seed: int = 0) -> _dyn.DynamicalCircuit:
-    """784-500-10 hard-sigmoid, ε = 0.5, 20 free steps, Glorot-uniform weights."""
-    return _dyn.layered_dynamical(
-        SIZES,
-        activation="hard-sigmoid",
-        init=_init.xavier_uniform(),
-        seed=seed,
-        epsilon=0.5,
-        steps=20,
-    )
+def ep_circuit(seed: int = 0) -> DynamicalCircuit:
+    """784-500-10 hard-sigmoid, ε = 0.5, 20 free steps, Glorot-uniform weights
+    (:func:`bioprop.settling.presets.circuit`)."""
+    return presets.circuit(seed)
 
 
 def _epoch(rule: str, data, device: str):
@@ -44,7 +36,7 @@ def _epoch(rule: str, data, device: str):
     def go():
         c = ep_circuit()
         if rule == "bp":
-            c = _dyn.layered_twin(c)
+            c = layered_twin(c)
             r = get("bp")
         else:
             r = get("ep", beta=1.0, nudged_steps=4, random_sign=True)

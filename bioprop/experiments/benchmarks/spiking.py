@@ -69,7 +69,7 @@ def _bioprop(n: int, target: str, record_dir: Path | None = None, keep: bool = F
             rec = sp.SpikeRecord(
                 record_dir / "bench.h5",
                 spikes=["hidden", "output"],
-                weight_every=100,
+                every=100,
                 drain_every=50,
             )
         r = sp.run(c, rule, s, target=target, dt=DT_MS * ms, seed=0, record=rec)
