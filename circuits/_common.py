@@ -23,7 +23,6 @@ import bioprop as bp
 
 __all__ = [
     "parse_args",
-    "seeds",
     "TestCurve",
     "mean_sd",
     "table",
@@ -92,18 +91,6 @@ def parse_args(
     torch.set_num_threads(1)
     args.t0 = time.perf_counter()
     return args
-
-
-def seeds(s: int) -> tuple[int, int, int]:
-    """``(data_seed, circuit_seed, train_seed)`` for repetition ``s``, as the older scripts
-    use them (their recorded results were made with these offsets).
-
-    New scripts need no offsets: every library stream is salted by its purpose
-    (``bioprop.seeding.derive``: data, data order, feedback), so ``Circuit(seed=s)``,
-    ``linear_teacher(seed=s)`` and ``bp.train(..., seed=s)`` never draw the same numbers;
-    pass the repetition number ``s`` itself (as ``dni_mnist.py`` and ``vfbn.py`` do).
-    """
-    return 10_000 + s, 20_000 + s, s
 
 
 class TestCurve:

@@ -110,7 +110,7 @@ def run_cell(job: dict) -> dict:
     task = get_task(
         job["task"], **({"r_max": job["r_max"]} if job["task"] == "repeat-copy" else {})
     )
-    _, circuit_seed, train_seed = C.seeds(job["seed"])
+    circuit_seed = train_seed = job["seed"]  # streams are salted by purpose
     circuit = RecurrentCircuit(
         task.n_in, job["hidden"], task.n_out, cell=job["cell"], seed=circuit_seed
     )

@@ -70,7 +70,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def run_method(method: str, seed: int, data, args, budget) -> dict:
     """Train one method from the circuit seed of ``seed``; its learning curves as a dict."""
-    net = TwoNetworks(data.x_train.shape[1], args.T, seed=C.seeds(seed)[1])
+    net = TwoNetworks(data.x_train.shape[1], args.T, seed=seed)
     run = fit(
         net,
         method,

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from bioprop.core import init as _init
+from bioprop.core import seeding
 from bioprop.core.pathway import Pathway
 from bioprop.core.population import Population
 
@@ -69,7 +70,7 @@ class Circuit(nn.Module):
         self.populations: dict[str, Population] = {}
         self.pathways = nn.ModuleDict()
         self.seed = int(seed)
-        self.generator = torch.Generator().manual_seed(self.seed)
+        self.generator = seeding.generator(self.seed, "weights")
         self._input: str | None = None
         self._output: str | None = None
         self._order: list[str] | None = None

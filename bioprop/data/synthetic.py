@@ -25,6 +25,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from bioprop.core import seeding
 from bioprop.data.base import Dataset
 
 __all__ = ["MARK", "synthetic_images", "stand_in"]
@@ -105,7 +106,7 @@ def synthetic_images(
     if not 0 < mean < 1:
         raise ValueError(f"synthetic_images: mean must lie in (0, 1), got {mean!r}")
     shape = (int(shape[0]), int(shape[1]))
-    g = torch.Generator().manual_seed(int(seed))
+    g = seeding.generator(seed, "synthetic images")
     proto, mask = _prototypes(g, shape, classes)
     n = n_train + n_test
     y = torch.randint(0, classes, (n,), generator=g)

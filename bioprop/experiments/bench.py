@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from bioprop.core import init as _init
+from bioprop.core import seeding
 from bioprop.core.circuit import Circuit
 from bioprop.data.base import Dataset
 from bioprop.training.loop import epoch_order
@@ -69,7 +70,7 @@ def interleaved_ratio(
 
 def mnist_shaped(n: int, seed: int = 0, device: str = "cpu") -> Dataset:
     """Random data of MNIST shape: 784 inputs in [0, 1], 10 one-hot classes."""
-    g = torch.Generator().manual_seed(seed)
+    g = seeding.generator(seed, "bench data")
     x = torch.rand(n, 784, generator=g)
     y = torch.randint(0, 10, (n,), generator=g)
     return (

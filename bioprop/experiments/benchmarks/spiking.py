@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bioprop.core.encoding import one_hot
 from bioprop.experiments import bench
 
 SIZES = (196, 100, 10)
@@ -62,7 +63,7 @@ def _bioprop(n: int, target: str, record_dir: Path | None = None, keep: bool = F
         c.connect("hidden", "output", weight=torch.tensor(w2))
         rule = sp.ThreeFactorFA(eta=30 * Hz).attach(c)
         rule.set_feedback(c, "hidden->output", torch.tensor(b))
-        y = np.eye(SIZES[2])[labels]
+        y = one_hot(labels, SIZES[2])
         s = sp.Schedule(x, y, labels, np.ones(n, bool), present=50 * ms, settle=20 * ms)
         rec = None
         if record_dir is not None:
@@ -106,7 +107,7 @@ def _handwritten(n: int, target: str, keep: bool = False):
             seed(0)
             dt = DT_MS * ms
             stimulus = TimedArray(x, dt=50 * ms)
-            target_y = TimedArray(np.eye(SIZES[2])[labels], dt=50 * ms)
+            target_y = TimedArray(one_hot(labels, SIZES[2]), dt=50 * ms)
             gate_values = np.tile([0.0, 0.0, 1.0, 1.0, 1.0], n)  # settle 20 of 50 ms
             gate = TimedArray(gate_values, dt=10 * ms)
             ns = {
