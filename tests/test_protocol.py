@@ -102,3 +102,27 @@ def test_the_data_order_is_drawn_from_the_seeded_purpose_stream():
     a, b = epoch_order(3, 1, 50), epoch_order(3, 1, 50)
     assert torch.equal(a, b) and not torch.equal(a, epoch_order(3, 2, 50))
     assert torch.equal(a, torch.randperm(50, generator=bp.seeding.generator(3, "data order", 1)))
+
+
+@pytest.mark.parametrize(
+    "task, rules, kinds",
+    [
+        ("fashion-mnist", "bp,fa,ep,dni,cdni", {"layered", "settling"}),
+        ("copy", "bptt,dni,dni-aux", {"recurrent"}),
+        ("spiking-fashion-mnist", "spiking-fa", {"spiking"}),
+    ],
+)
+def test_compare_runs_every_family_and_writes_one_summary_schema(task, rules, kinds, tmp_path):
+    import xarray as xr
+
+    out = tmp_path / task
+    argv = ["compare", "--task", task, "--rules", rules, "--quick", "--seeds", "1"]
+    assert main([*argv, "--out", str(out), "--no-progress"]) == 0
+    with xr.open_dataset(out / "summary.nc", engine="h5netcdf") as ds:
+        assert {"final_loss", "test_error", "angle_to_bp", "wall_time"} <= set(ds.data_vars)
+        assert ds["final_loss"].dims == ("rule", "seed")
+        assert list(ds.rule.values) == rules.split(",")
+        assert set(ds["kind"].values) == kinds
+        assert (ds["wall_time"] > 0).all()
+        assert ds["final_loss"].notnull().all()
+    assert (out / "report.png").stat().st_size > 1000

@@ -245,7 +245,15 @@ for _name, _desc in (
             # lr ≥ 0.5 sends every logistic output to 0 (the all-zero attractor of squared
             # error on one-hot targets) within an epoch here; 0.2 learns steadily
             optimizer=("sgd", {"lr": 0.2, "weight_decay": 1e-6}),
-            rule_optimizer={"node-perturbation": ("sgd", {"lr": 0.02, "weight_decay": 1e-6})},
+            rule_optimizer={
+                "node-perturbation": ("sgd", {"lr": 0.02, "weight_decay": 1e-6}),
+                # synthetic-gradient modules at the network's lr 0.2 blow up within 25 steps;
+                # at 1e-3 they are stable (a stability choice, not tuned on error)
+                **{
+                    r: ("sgd", {"lr": 0.2, "weight_decay": 1e-6, "module_lr": 1e-3})
+                    for r in ("dni", "cdni", "vfbn")
+                },
+            },
             # B at the forward init's scale (U[±0.05]) stays ~5x smaller than the trained
             # W of hidden->output (std 0.03 -> 0.14), which slows fa's hidden layer 5-fold
             # and leaves it 1.5-2 points behind bp; U[±0.25] matches the trained scale
@@ -378,3 +386,53 @@ def _spiking_fashion_mnist() -> Task:
 
 
 register(_spiking_fashion_mnist())
+
+
+def _add_plasticity_task(task_name: str) -> None:
+    """Pattern memorisation and image completion for differentiable plasticity (``dp-bptt``,
+    ``dp-fa``; Miconi et al. 2018 §4.1–4.2): the paper's plastic RNN, its episodes and
+    outer-loop settings (:mod:`bioprop.plasticity.presets`).  ``final_loss`` is the task's
+    metric over the last 50 episodes (wrong signs on the zeroed bits; squared error per
+    erased pixel)."""
+    from bioprop.plasticity import presets
+
+    register(
+        Task(
+            task_name,
+            presets.DESCRIPTIONS[task_name],
+            presets.load(task_name),
+            [],
+            layered=False,
+            circuits={"recurrent": presets.circuit(task_name)},
+            kind_options={"recurrent": presets.kind_options(task_name)},
+            quick_kind_options={"recurrent": presets.quick_kind_options()},
+            default_rules=presets.RULES,
+            record_every=500,
+            evaluate_on_record=False,
+            reference="Miconi, Clune & Stanley 2018 (differentiable plasticity)",
+        )
+    )
+
+
+for _name in ("pattern-memorisation", "image-completion"):
+    _add_plasticity_task(_name)
+
+
+def _add_target_propagation(task_name: str) -> None:
+    """Let the target-propagation rules (``tp``, ``dtp``, ``dtp-drl``, ``ddtp-linear``;
+    :mod:`bioprop.rules.target_propagation`) run on an image task's layered circuit.  Their
+    first target is ĥ = h − η̂ ∂L/∂h of the batch-mean L, so the layer under it learns
+    2η̂/N times bp's update (N = batch size); with the task's one hidden layer, tp and dtp
+    *are* bp scaled by that factor, and η̂ = N/2 = 16 gives them bp's step at the task's
+    learning rate.  The inverses (dtp-drl, ddtp-linear: the output's map to the hidden layer)
+    learn at the task's rate in the optimizer group ``inverse``.  Deep circuits and the
+    papers' settings are in ``circuits/dtp_lee.py``, ``circuits/dtp_meulemans.py`` and
+    ``circuits/bartunov_fc.py``."""
+    t = get(task_name)
+    step = t.batch_size / 2
+    for rule in ("tp", "dtp", "dtp-drl", "ddtp-linear"):
+        t.rule_options[rule] = {"target_step": step}
+
+
+for _name in ("fashion-mnist", "mnist"):
+    _add_target_propagation(_name)
