@@ -67,7 +67,8 @@ import bioprop as bp
 # circuit built from the same seed would draw the same random numbers).
 
 # %%
-if not RECORDINGS:
+TEMPORARY = not RECORDINGS  # recordings trained here go to a folder removed at the end
+if TEMPORARY:
     RECORDINGS = tempfile.mkdtemp(prefix="bioprop-alignment-")
     data = bp.data.linear_teacher(n_train=600, n_test=200, seed=10_000)
     for name, rule, sizes, lr in [
@@ -275,3 +276,9 @@ table = pd.DataFrame(summary).set_index("recording").T
 for rec in recs.values():
     rec.close()
 table.round(1)
+
+# %%
+if TEMPORARY:  # the recordings trained above lived in a temporary folder
+    import shutil
+
+    shutil.rmtree(RECORDINGS, ignore_errors=True)

@@ -52,3 +52,7 @@ __all__ += ["tasks", "compare", "compare_table"]
 from bioprop import recurrent  # noqa: E402
 
 __all__ += ["recurrent"]
+
+from bioprop.experiments.sweep import sweep  # noqa: E402
+
+__all__ += ["sweep"]

@@ -53,7 +53,11 @@ def test_compare_quick_writes_recordings_summary_and_report(tmp_path, capsys):
 def test_compare_refuses_a_directory_holding_recordings_unless_overwrite(tmp_path):
     out = tmp_path / "cmp"
     out.mkdir()
-    (out / "fa-seed0.h5").write_bytes(b"old")
+    data = bp.data.linear_teacher(n_in=8, n_out=3, n_train=8, n_test=4)
+    bp.train(  # an earlier recording (--overwrite replaces only files bioprop wrote)
+        bp.Circuit.layered([8, 4, 3]), "fa", data, max_steps=1,
+        record=bp.Record(out / "fa-seed0.h5"), progress=False,
+    )  # fmt: skip
     with pytest.raises(FileExistsError, match="already holds recordings.*--overwrite"):
         bp.compare("linear", rules=["fa"], seeds=1, out=out, quick=True, progress=False)
     ds = bp.compare(

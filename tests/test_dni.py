@@ -106,6 +106,11 @@ def _frozen_problem(name):
         # linear hidden layer wider than the input: y = T x is a linear function of h, so
         # ∂ℓ/∂h = W2ᵀ(W2 h + b2 − y) is linear in h and an unconditioned linear module can learn it
         c = bp.Circuit.layered([4, 6, 3], activation="linear", init=bp.init.uniform(0.5), seed=1)
+        # a well-conditioned first layer (orthonormal columns), so the map h -> ∂ℓ/∂h, which
+        # goes through W1⁺, is learnable by Adam in a few hundred steps whatever the seed
+        q, _ = torch.linalg.qr(torch.randn(6, 4, generator=g))
+        with torch.no_grad():
+            c.pathways["input->hidden"].weight.copy_(q)
         t = torch.randn(3, 4, generator=g)
 
         def draw(n):
@@ -446,10 +451,15 @@ def test_module_weight_update_is_the_change_of_its_effective_weight(name, option
 
 
 # -- configuration errors ---------------------------------------------------------------------
-@pytest.mark.parametrize("p", [-0.1, 1.5, "0.5", True, float("nan")])
+@pytest.mark.parametrize("p", [-0.1, 1.5, True, float("nan")])
 def test_p_update_outside_unit_interval_is_refused(p):
     with pytest.raises(ValueError, match=r"p_update must be a probability in \[0, 1\]"):
         layered_rule("dni", p_update=p)
+
+
+def test_p_update_given_as_a_string_is_refused_naming_it():
+    with pytest.raises(TypeError, match=r"p_update='0.5' is a string; pass a number"):
+        layered_rule("dni", p_update="0.5")
 
 
 @pytest.mark.parametrize("name", ["dni", "cdni"])

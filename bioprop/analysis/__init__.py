@@ -7,6 +7,7 @@ concordance); ``ep``, ``dni`` and ``rnn`` hold family-specific views built on th
 """
 
 from bioprop.analysis import dni, ep, rnn
+from bioprop.analysis import target_propagation  # noqa: E402,F401  (tp/dtp recordings)
 from bioprop.analysis.alignment import (
     angle,
     cosine,
@@ -38,4 +39,5 @@ __all__ = [
     "dni",
     "ep",
     "rnn",
+    "target_propagation",
 ]

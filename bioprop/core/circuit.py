@@ -116,10 +116,12 @@ class Circuit(nn.Module):
         dynamics: str = "instant",
         tau: float = 1.0,
         model: object | None = None,
+        signs=None,
     ) -> Population:
         """Add a population; returns it.
 
-        Without ``model`` it is a rate population.  With a spiking neuron model or encoder
+        Without ``model`` it is a rate population (``signs``: a sign per unit of a
+        ``"rectilinear"`` one, see :class:`Population`).  With a spiking neuron model or encoder
         from :mod:`bioprop.spiking` (``model=bioprop.spiking.LIF()``,
         ``PoissonEncoder(...)``) it is a :class:`bioprop.spiking.SpikingPopulation`,
         simulated by brian2 (:func:`bioprop.spiking.run`), not by :meth:`sweep`.
@@ -131,7 +133,9 @@ class Circuit(nn.Module):
 
             pop = SpikingPopulation(name, size, model)
         else:
-            pop = Population(name, size, activation=activation, dynamics=dynamics, tau=tau)
+            pop = Population(
+                name, size, activation=activation, dynamics=dynamics, tau=tau, signs=signs
+            )
         self.populations[name] = pop
         self._order = None
         return pop
@@ -211,6 +215,11 @@ class Circuit(nn.Module):
             raise ValueError(
                 f"pathway {pathway.name!r}: weight shape {(n_post, n_pre)} does not match "
                 f"(target.size, source.size) = {want}"
+            )
+        if pathway.mirrors is not None and pathway.mirrors not in self.pathways:
+            raise ValueError(
+                f"pathway {pathway.name!r} mirrors {pathway.mirrors!r}, which this circuit does "
+                f"not have; its pathways: {sorted(self.pathways)}"
             )
         if pathway.role == "feedforward":
             src, dst = self.populations[pathway.source], self.populations[pathway.target]

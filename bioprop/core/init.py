@@ -138,3 +138,24 @@ def resolve(spec: Init | str | None, default: Init | None = None) -> Init:
             "or an object such as bioprop.core.init.uniform(0.05)"
         )
     raise TypeError(f"init must be a bioprop.core.init.Init or a name, got {type(spec).__name__}")
+
+
+@dataclass(frozen=True)
+class orthogonal(Init):  # noqa: N801
+    """A random (semi-)orthogonal matrix times ``gain``: draw A ~ U[-1, 1], take its SVD
+    A = U S Vᵀ and return gain · U Vᵀ (all singular values equal to ``gain``).  Lee et al.
+    2015's ``rand_ortho`` (the uniform draw's scale drops out of U Vᵀ)."""
+
+    gain: float = 1.0
+
+    def __call__(self, shape, generator):
+        a = torch.rand(shape, generator=generator, dtype=torch.float64) * 2.0 - 1.0
+        u, _, vh = torch.linalg.svd(a, full_matrices=False)
+        return (self.gain * (u @ vh)).float()
+
+    def __repr__(self):
+        return f"orthogonal({self.gain!r})"
+
+
+_NAMED["orthogonal"] = orthogonal
+__all__.append("orthogonal")

@@ -74,6 +74,20 @@ register("mnist1d", "MNIST-1D: 40-sample 1-D digit signals, generated from a see
     _mnist1d.mnist1d
 )
 
+# Robot-arm inverse dynamics (kickback's regressions): a procedural arm, and SARCOS /
+# Barrett WAM from files a user has (never downloaded).
+from bioprop.data import arm as _arm  # noqa: E402
+from bioprop.data import sarcos as _sarcos  # noqa: E402
+
+register(
+    "planar-arm",
+    "inverse dynamics of a simulated 2- or 3-link planar arm: (q, dq, ddq) -> joint torques",
+)(_arm.planar_arm)
+register("sarcos", "SARCOS inverse dynamics (21 inputs, 7 torques) from files you have")(
+    _sarcos.sarcos
+)
+register("barrett", "Barrett WAM inverse dynamics from files you have")(_sarcos.barrett)
+
 
 # -- the one place that decides on a synthetic stand-in --------------------------------
 from bioprop.data.synthetic import stand_in as _stand_in  # noqa: E402

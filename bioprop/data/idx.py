@@ -9,6 +9,7 @@ bytes ``1f 8b``, whatever the file is called.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import zlib
 from pathlib import Path
@@ -101,7 +102,12 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         )
     shape = tuple(int(s) for s in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
     dtype = DTYPES[code]
-    expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = header + math.prod(shape) * dtype.itemsize  # Python ints: no overflow
+    if expected >= 2**63:
+        raise IDXError(
+            f"{path}: corrupt header: shape {shape} of {dtype.name} would be {expected} bytes, "
+            "more than any file can hold; delete the file and download it again"
+        )
     if len(data) != expected:
         what = "truncated" if len(data) < expected else "has trailing bytes"
         raise IDXError(

@@ -190,12 +190,14 @@ def _recording_overhead(quick: bool, repeats: int, device: str) -> dict:
     from bioprop.recording.writer import Record
 
     data = mnist_shaped(6000 if quick else 60000, device=device)
-    tmp = Path(tempfile.mkdtemp(prefix="bioprop-bench-"))
-    return interleaved_ratio(
-        _trainer_epoch("fa", data, 32, device, record=lambda: Record(tmp / "r.h5", every=100)),
-        _trainer_epoch("fa", data, 32, device),
-        repeats,
-    )
+    with tempfile.TemporaryDirectory(prefix="bioprop-bench-") as tmp:
+        return interleaved_ratio(
+            _trainer_epoch(
+                "fa", data, 32, device, record=lambda: Record(Path(tmp) / "r.h5", every=100)
+            ),
+            _trainer_epoch("fa", data, 32, device),
+            repeats,
+        )
 
 
 BENCHMARKS: dict[str, Bench] = {

@@ -1,10 +1,11 @@
-"""The ``bioprop`` command: compare, bench, inspect, rules, tasks."""
+"""The ``bioprop`` command: compare, sweep, bench, inspect, rules, tasks."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 
@@ -36,6 +37,45 @@ def _cmd_compare(args) -> int:
     return 0
 
 
+def _cmd_sweep(args) -> int:
+    from bioprop.experiments.summary import failures
+    from bioprop.experiments.sweep import parse_grid_flag, sweep, sweep_table, write_results
+
+    overrides = {
+        "task": args.task,
+        "rules": args.rules,
+        "seeds": args.seeds,
+        "epochs": args.epochs,
+        "quick": True if args.quick else None,
+        "device": args.device,
+        "out": args.out,
+        "scheduler": args.scheduler,
+        "workers": args.workers,
+        "validation": args.validation,
+    }
+    grid = dict(parse_grid_flag(g) for g in args.grid or [])
+    ds = sweep(
+        args.spec,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+        grid=grid or None,
+        flags={k for k, v in overrides.items() if v is not None} | {f"grid:{k}" for k in grid},
+        **overrides,
+    )
+    print(sweep_table(ds))
+    out = ds.attrs["out"]
+    print(f"\nwrote {out}/summary.nc, {out}/report.png and one recording per run")
+    if args.results:
+        command = "bioprop " + " ".join(shlex.quote(a) for a in args.argv)
+        paths = write_results(ds, args.results, command)
+        print(f"wrote {', '.join(str(p) for p in paths)}")
+    n = len(failures(ds))
+    if n:
+        print(f"{n} run(s) failed: see the table above and `error` in summary.nc")
+    return 0
+
+
 def _cmd_rules(args) -> int:
     from bioprop import rules
 
@@ -54,10 +94,17 @@ def _cmd_tasks(args) -> int:
 
 def _cmd_inspect(args) -> int:
     from bioprop.recording.load import load
+    from bioprop.recording.lock import describe_holder, writer_of
+    from bioprop.recording.superblock import write_flags
 
     rec = load(args.file)
     a = dict(rec.attrs)
     print(f"{args.file}")
+    holder = writer_of(args.file)
+    if holder is not None:
+        print(f"  being written by {describe_holder(holder)}; showing the records so far")
+    elif write_flags(args.file):
+        print("  its writer stopped without closing it (killed?); every completed record is kept")
     for key in (
         "rule",
         "rule_hyperparameters",
@@ -133,6 +180,50 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--no-progress", action="store_true", help="no progress bars")
     c.set_defaults(func=_cmd_compare)
 
+    w = sub.add_parser(
+        "sweep",
+        help="rules × seeds × options on a dask cluster (local by default), resumable",
+        description="Run a sweep: SPEC is a TOML file (see docs/sweeps.md); flags override it "
+        "or replace it.",
+    )
+    w.add_argument("spec", nargs="?", default=None, help="the sweep's TOML spec (optional)")
+    w.add_argument("--task", default=None, help="task name (see `bioprop tasks`)")
+    w.add_argument("--rules", type=_csv, default=None, help="comma-separated rule names")
+    w.add_argument("--seeds", type=int, default=None, help="number of seeds")
+    w.add_argument(
+        "--grid",
+        action="append",
+        metavar="OPTION=V1,V2",
+        help="an option and its values, e.g. optimizer.lr=0.05,0.1 (repeatable)",
+    )
+    w.add_argument("--epochs", type=int, default=None, help="epochs (default: the task's)")
+    w.add_argument("--quick", action="store_true", help="a tiny budget that runs in seconds")
+    w.add_argument("--out", default=None, help="output directory (default runs/sweep-NAME)")
+    w.add_argument("--device", default=None, help="torch device of every worker (cpu, cuda)")
+    w.add_argument(
+        "--scheduler",
+        default=None,
+        help="dask scheduler address (tcp://host:8786); 'serial' runs in this process; "
+        "default: a local cluster sized to this machine",
+    )
+    w.add_argument("--workers", type=int, default=None, help="local cluster: worker processes")
+    w.add_argument(
+        "--validation",
+        type=float,
+        default=None,
+        help="hold out this fraction of the training set and report on it (for tuning)",
+    )
+    w.add_argument(
+        "--results",
+        default=None,
+        metavar="PREFIX",
+        help="also write PREFIX.json (command, spec, budget, mean ± sd per cell) and PREFIX.png",
+    )
+    w.add_argument("--resume", action="store_true", help="finish the sweep in --out")
+    w.add_argument("--overwrite", action="store_true", help="replace what --out holds")
+    w.add_argument("--no-progress", action="store_true", help="no progress bar")
+    w.set_defaults(func=_cmd_sweep)
+
     b = sub.add_parser("bench", help="speed ratios against baselines measured in this process")
     b.add_argument("--json", action="store_true", help="print one JSON object of ratios")
     b.add_argument("--quick", action="store_true", help="fewer, shorter repeats")
@@ -155,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]
     try:
         return args.func(args)
     except KeyboardInterrupt:

@@ -1,17 +1,17 @@
 """Compare rules against backprop: every rule × seed on the same circuit, weights and data.
 
-For each seed one circuit is built (the task's architecture, initial weights
-drawn from that seed) and deep-copied for every rule, and every run uses the
-same seeded data order.  Each run writes a recording; the comparison writes
-``summary.nc`` (variables over ``(rule, seed)``) and ``report.png``.
+For each seed every rule's circuit is built from the task's architecture with initial
+weights drawn from that seed (the same weights for every rule), and every run uses the same
+seeded data order.  Each run writes a recording; the comparison writes ``summary.nc``
+(variables over ``(rule, seed)``) and ``report.png``.  It is a sweep with no options, run in
+this process (:func:`bioprop.experiments.sweep.execute`): ``bioprop sweep`` runs the same
+runs on a dask cluster and adds options to vary.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import os
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,20 +20,25 @@ import xarray as xr
 
 from bioprop import analysis
 from bioprop.experiments import tasks as _tasks
-from bioprop.recording.files import atomic_write
+from bioprop.experiments.spec import SweepSpec
+from bioprop.experiments.sweep import execute
 from bioprop.recording.load import load
-from bioprop.recording.writer import Record
-from bioprop.training.run import DivergenceError
-from bioprop.training.train import check_device, train
+from bioprop.training.train import check_device
 
 __all__ = ["compare", "check_output_dir", "format_table", "plot_report"]
 
-FINAL_WINDOW = 5  # records averaged for the final angle to bp
 DEFAULT_RULES = ("bp", "fa", "dfa", "sign-symmetry", "shallow", "node-perturbation")
 
 
 def check_output_dir(out: Path, overwrite: bool) -> None:
-    """Refuse an output directory that cannot be written or already holds results."""
+    """Refuse an output directory that cannot be written or already holds results.
+
+    With ``overwrite`` the recordings and summaries there are removed — only files bioprop
+    wrote (known by their ``Conventions`` attribute); if the folder also holds other
+    ``.h5``/``.nc`` files, or a recording another process is writing, nothing is removed
+    and the error names them."""
+    from bioprop.recording.lock import WriterLock, written_by_bioprop
+
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"output path {out} exists and is not a directory; choose another --out")
@@ -43,34 +48,30 @@ def check_output_dir(out: Path, overwrite: bool) -> None:
         raise PermissionError(f"cannot create output directory {out}: {exc.strerror}") from None
     if not os.access(out, os.W_OK | os.X_OK):
         raise PermissionError(f"output directory {out} is not writable; choose another --out")
-    existing = sorted(p.name for p in out.iterdir() if p.suffix in (".h5", ".nc"))
+    existing = sorted(p.name for p in out.iterdir() if p.suffix in (".h5", ".nc") and p.is_file())
     if existing and not overwrite:
         shown = ", ".join(existing[:4]) + (" ..." if len(existing) > 4 else "")
         raise FileExistsError(
             f"output directory {out} already holds recordings ({shown}); pass --overwrite to "
             "replace them or choose another --out"
         )
-    if overwrite:
-        for name in existing:
-            (out / name).unlink()
-
-
-def _final_angle(path: Path, population: str | None) -> float:
-    """Mean over the last records that carry one (a spiking run's test presentations
-    carry none) of the angle to the family's exact reference."""
-    with load(path) as rec:
-        vals = analysis.reference_angle(rec, population).values
-    vals = vals[np.isfinite(vals)][-FINAL_WINDOW:]
-    return float(vals.mean()) if vals.size else math.nan
-
-
-def _probe(circuit) -> str | None:
-    """The population whose teaching signal compare's angle reads: the last hidden one of
-    layered and settling circuits (None elsewhere: the whole update is compared)."""
-    if circuit.kind not in ("layered", "settling"):
-        return None
-    hidden = circuit.hidden()
-    return hidden[-1] if hidden else None
+    if overwrite and existing:
+        foreign = [n for n in existing if not written_by_bioprop(out / n)]
+        if foreign:
+            shown = ", ".join(foreign[:4]) + (" ..." if len(foreign) > 4 else "")
+            raise FileExistsError(
+                f"--overwrite removes only files bioprop wrote, but {out} also holds {shown}; "
+                "move them away or choose another --out (nothing was removed)"
+            )
+        locks = [WriterLock(out / n) for n in existing]
+        try:
+            for lock in locks:  # refuses, naming it, a recording another process writes
+                lock.acquire()
+            for name in existing:
+                (out / name).unlink()
+        finally:
+            for lock in locks:
+                lock.release()
 
 
 def compare(
@@ -96,7 +97,9 @@ def compare(
     ``test_error`` (NaN where the task has none), ``angle_to_bp`` (degrees: the angle to
     the rule's family reference — ∠(δ_rule, δ_BP) at the last hidden population of layered
     and settling circuits, the whole update's angle elsewhere — mean of the last records;
-    NaN for bp), ``wall_time`` (s), over dims ``(rule, seed)``, plus ``kind``.
+    NaN for bp), ``wall_time`` (s), ``steps``, ``status`` (``ok`` or ``failed``),
+    ``error`` (a failed run's message: a run that raises, e.g. diverges, does not stop the
+    others) and ``resumed_from``, over dims ``(rule, seed)``, plus ``kind`` over ``rule``.
     """
     t = _tasks.get(task)
     task = t.name
@@ -114,83 +117,18 @@ def compare(
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
     check_device(device)
     out = Path(out) if out is not None else Path("runs") / f"compare-{task}"
-    check_output_dir(out, overwrite)
-
-    shape = (len(rules), seeds)
-    res = {k: np.full(shape, np.nan) for k in ("final_loss", "test_error", "angle_to_bp")}
-    res["wall_time"] = np.full(shape, np.nan)
-    res["steps"] = np.zeros(shape, dtype=np.int64)
-    diverged = []
-    curves: dict[str, list[Path]] = {r: [] for r in rules}
-    probes: dict[str, str | None] = {}
-    n_ep = None
-    for s in range(seeds):
-        data = t.load(s, quick)
-        bases: dict[str, object] = {}
-        for i, r in enumerate(rules):
-            kind = kinds[r]
-            if kind not in bases:
-                bases[kind] = t.circuit(s, kind)
-            circuit = copy.deepcopy(bases[kind])
-            probes[r] = _probe(circuit)
-            rule = t.rule(r, kind)
-            options = t.train_options(kind, r, quick)
-            if epochs is not None and "epochs" in options:
-                options["epochs"] = epochs
-            n_ep = options.get("epochs", n_ep)
-            path = out / f"{r}-seed{s}.h5"
-            every = t.record_every if not quick else 20
-            rec = Record(path, every=every, evaluate=t.evaluate_on_record)
-            t0 = time.perf_counter()
-            try:
-                run = train(
-                    circuit,
-                    rule,
-                    data,
-                    seed=s,
-                    record=rec,
-                    device=device,
-                    progress=progress,
-                    **options,
-                )
-            except DivergenceError as exc:
-                diverged.append(f"{r} seed {s}: {exc}")
-                res["wall_time"][i, s] = time.perf_counter() - t0
-                continue
-            res["wall_time"][i, s] = time.perf_counter() - t0
-            res["steps"][i, s] = run.steps
-            res["final_loss"][i, s] = run.final_loss
-            res["test_error"][i, s] = run.test_error
-            if not rule.is_reference:
-                res["angle_to_bp"][i, s] = _final_angle(path, probes[r])
-            curves[r].append(path)
-    coords = {"rule": rules, "seed": np.arange(seeds)}
-    ds = xr.Dataset({k: (("rule", "seed"), v) for k, v in res.items()}, coords=coords)
-    ds["kind"] = ("rule", [kinds[r] for r in rules])
-    ds["final_loss"].attrs["long_name"] = (
-        "test normalized squared error"
-        if t.loss == "mse" and "mnist" not in task and t.layered
-        else "final test loss"
+    spec = SweepSpec(
+        task=t, rules=rules, seeds=list(range(seeds)), epochs=epochs, quick=quick, device=device
+    ).validate()
+    return execute(
+        spec,
+        out,
+        "serial",
+        overwrite=overwrite,
+        progress=progress,
+        say=lambda s: None,
+        resumable=False,
     )
-    ds["test_error"].attrs.update(long_name="test error rate", units="1")
-    ds["angle_to_bp"].attrs.update(
-        long_name="angle between the rule's learning and its family's exact reference "
-        f"(δ at the last hidden population, else the whole update), mean of the last "
-        f"{FINAL_WINDOW} records",
-        units="degree",
-    )
-    ds["wall_time"].attrs["units"] = "s"
-    ds.attrs.update(
-        task=task,
-        epochs=n_ep if n_ep is not None else -1,
-        quick=int(quick),
-        device=device,
-        diverged="\n".join(diverged),
-        reference=t.reference,
-    )
-    atomic_write(out / "summary.nc", lambda p: ds.to_netcdf(p, engine="h5netcdf"))
-    atomic_write(out / "report.png", lambda p: plot_report(ds, curves, p, probes))
-    return ds
 
 
 def plot_report(
@@ -262,7 +200,7 @@ def format_table(ds: xr.Dataset) -> str:
     ]
     for rule in ds.rule.values:
         d = ds.sel(rule=rule)
-        row = f"{rule:<18} {_cell(d.final_loss.values, '.3g', 'diverged'):>22} "
+        row = f"{rule:<18} {_cell(d.final_loss.values, '.3g', 'failed'):>22} "
         if err:
             row += f"{_cell(d.test_error.values * 100, '.2f'):>16} "
         row += f"{_cell(d.angle_to_bp.values, '.1f'):>16} "
@@ -270,4 +208,11 @@ def format_table(ds: xr.Dataset) -> str:
         lines.append(row)
     if ds.attrs.get("diverged"):
         lines.append("diverged runs:\n" + ds.attrs["diverged"])
+    other = [
+        f
+        for f in ds.attrs.get("failed", "").splitlines()
+        if f and f not in ds.attrs.get("diverged", "")
+    ]
+    if other:
+        lines.append("failed runs:\n" + "\n".join(other))
     return "\n".join(lines)

@@ -74,6 +74,8 @@ class Task:
     quick_kind_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     layered: bool = True
     default_rules: tuple[str, ...] = ()
+    #: applied to every new layered circuit (e.g. kickback's ``make_coherent`` initial signs)
+    prepare: Callable[[Circuit], Circuit] | None = None
 
     def kinds(self) -> list[str]:
         """The circuit kinds this task can build."""
@@ -104,7 +106,7 @@ class Task:
                     f"task {self.name!r} builds {' and '.join(self.kinds())} circuits, not {kind}"
                 )
             return self.circuits[kind](seed)
-        return Circuit.layered(
+        c = Circuit.layered(
             self.sizes,
             activation=self.activation,
             output_activation=self.output_activation,
@@ -112,6 +114,7 @@ class Task:
             bias=self.bias,
             seed=seed,
         )
+        return self.prepare(c) if self.prepare is not None else c
 
     def optimizer_for(self, rule: str) -> Any:
         return self.rule_optimizer.get(rule, self.optimizer)
@@ -436,3 +439,47 @@ def _add_target_propagation(task_name: str) -> None:
 
 for _name in ("fashion-mnist", "mnist"):
     _add_target_propagation(_name)
+
+
+def _arm() -> Task:
+    """Balduzzi, Vanchinathan & Buhmann 2015's regression (kickback): the inverse dynamics
+    of a planar 2-link arm (``planar-arm``, SARCOS-sized, the same data for every seed),
+    their 6-10-100-200-2 network of rectilinear units with coherent initial weights
+    (:func:`bioprop.rules.kickback.make_coherent`), plain SGD at batch 16 with each rule's
+    learning rate as chosen on a validation split by ``circuits/kickback_regression.py``."""
+
+    def load(seed: int, quick: bool) -> Dataset:
+        if quick:
+            return _data.load("planar-arm", n_train=2000, n_test=500)
+        return _data.load("planar-arm")
+
+    def prepare(c: Circuit) -> Circuit:
+        from bioprop.rules.kickback import make_coherent
+
+        return make_coherent(c, _data.load("planar-arm", n_test=1).x_train[:1024])
+
+    return Task(
+        "arm",
+        "planar-arm inverse dynamics, 6-10-100-200-2 rectilinear (kickback's regression), SGD",
+        load,
+        [6, 10, 100, 200, 2],
+        activation="rectilinear",
+        output_activation="linear",
+        loss="mse",
+        optimizer=("sgd", {"lr": 0.01}),
+        rule_optimizer={
+            "bp": ("sgd", {"lr": 0.1}),
+            "fa": ("sgd", {"lr": 0.003}),
+            "dfa": ("sgd", {"lr": 0.003}),
+        },
+        epochs=10,
+        batch_size=16,
+        record_every=500,
+        quick_max_steps=100,
+        prepare=prepare,
+        default_rules=("bp", "kickback", "fa", "dfa", "shallow"),
+        reference="Balduzzi et al. 2015 (kickback matches bp's NMSE on SARCOS / Barrett WAM)",
+    )
+
+
+register(_arm())

@@ -99,7 +99,8 @@ def fit(
     loss
         None: the family's sequence loss (binary cross-entropy summed over bits and steps).
     record_boundaries
-        How many window boundaries ``interfaces/hidden`` holds.
+        How many window boundaries ``interfaces/hidden`` holds (0: no such group, for
+        rules without window boundaries such as ``dp-bptt``).
 
     Returns
     -------
@@ -125,6 +126,8 @@ def fit(
         )
     rule = resolve_rule(rule, circuit)
     _check(circuit, data, steps, max_steps, batch_size, loss)
+    # an episode task (bioprop.plasticity.tasks) names its own loss; sequence tasks use BCE
+    loss_name = getattr(data.task, "loss_name", SEQUENCE_LOSS)
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device='cuda' was asked for but torch sees no CUDA device")
@@ -146,7 +149,7 @@ def fit(
             circuit,
             rule,
             task=data.name,
-            loss=SEQUENCE_LOSS,
+            loss=loss_name,
             optimizer=opt,
             seed=seed,
             steps=steps,
@@ -156,6 +159,8 @@ def fit(
             curriculum=curriculum.settings(),
         )
         extra = extra_variables(circuit.state_size, k, record_boundaries)
+        if not record_boundaries:  # record_boundaries=0: no window boundaries to record
+            del extra["interfaces/hidden"]
         extra.update(rule.record_variables(circuit, k))
         recorder = Recorder(
             record, circuit, attrs=attrs, extra=extra, reference_roles=("feedforward", "lateral")
@@ -188,9 +193,10 @@ def fit(
             signals = rule.step(circuit, batch, None, None)
             lv, err = float(signals.loss), float(signals.extra["error"])
             if recording:
-                signals.records["interfaces/hidden"] = boundary_records(
-                    signals, ref, k, record_boundaries, circuit.state_size
-                )
+                if record_boundaries:
+                    signals.records["interfaces/hidden"] = boundary_records(
+                        signals, ref, k, record_boundaries, circuit.state_size
+                    )
                 signals.records["curriculum"] = {
                     "n": curriculum.n,
                     "error_bits": err,
@@ -220,7 +226,7 @@ def fit(
         circuit,
         rule,
         data,
-        SEQUENCE_LOSS,
+        loss_name,
         history,
         step,
         0,

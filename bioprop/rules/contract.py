@@ -197,6 +197,12 @@ class Rule:
 
     recording: bool = False
 
+    def on_epoch(self, epoch: int) -> None:
+        """Called by the batch loop at the start of every epoch (0-based, before its first
+        step; also for the epoch a resumed run continues).  Default: nothing.  A rule whose
+        schedule depends on the epoch uses it, e.g. target propagation's alternating
+        schedule (an epoch training the inverses, then one training the forward weights)."""
+
     def hyperparameters(self) -> dict[str, Any]:
         """Hyper-parameters, stored in recordings' provenance."""
         return {}

@@ -62,10 +62,35 @@ def get(name: str, kind: str | None = None, **hyperparameters) -> Rule:
     """A new rule instance by registry name, e.g. ``get("fa", feedback_init=uniform(0.5))``
     or ``get("dni", kind="recurrent", T=4)``."""
     cls = lookup(name, kind)
+    _refuse_strings_for_numbers(name, cls, hyperparameters)
     try:
         return cls(**hyperparameters)
     except TypeError as exc:
         raise TypeError(f"rule {name!r}: {exc}") from None
+
+
+def _refuse_strings_for_numbers(name: str, cls: type, given: dict) -> None:
+    """A string given for a numeric hyper-parameter (``sigma="0.1"``) is refused, naming
+    the parameter, before the rule is built (its default or annotation says numeric)."""
+    import inspect
+
+    try:
+        params = inspect.signature(cls.__init__).parameters
+    except (TypeError, ValueError):
+        return
+    for key, value in given.items():
+        p = params.get(key)
+        if p is None or not isinstance(value, str):
+            continue
+        default, note = p.default, str(p.annotation)
+        numeric = isinstance(default, (int, float)) and not isinstance(default, bool)
+        numeric |= "str" not in note and any(t in note for t in ("float", "int"))
+        if numeric or isinstance(default, bool):
+            raise TypeError(
+                f"rule {name!r}: hyper-parameter {key}={value!r} is a string; pass a "
+                + ("bool" if isinstance(default, bool) else "number")
+                + (f" (default {default!r})" if default is not inspect.Parameter.empty else "")
+            )
 
 
 def names() -> list[str]:

@@ -18,6 +18,7 @@ hand-made :class:`Schedule`.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -188,9 +189,12 @@ def run(
     standalone = target == "cpp_standalone"
     t0 = time.perf_counter()
     drain = None
+    scratch = None  # a standalone project folder made here, removed after the run
     try:
         if standalone:
-            directory = standalone_dir or tempfile.mkdtemp(prefix="bioprop-standalone-")
+            if standalone_dir is None:
+                scratch = tempfile.mkdtemp(prefix="bioprop-standalone-")
+            directory = standalone_dir or scratch
             set_device("cpp_standalone", directory=str(directory), build_on_run=True)
         else:
             prefs.codegen.target = target
@@ -258,5 +262,7 @@ def run(
             device.reinit()
             device.activate()
             set_device("runtime")
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
         prefs.codegen.target = old_target
         prefs.codegen.runtime.cython.cache_dir = old_cache

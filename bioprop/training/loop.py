@@ -10,10 +10,8 @@ checkpoint and resume.
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,6 +24,8 @@ from bioprop.data.base import Dataset
 from bioprop.recording.provenance import provenance
 from bioprop.recording.writer import Record, Recorder
 from bioprop.rules.contract import Rule
+from bioprop.training import checkpoints as _ckpt
+from bioprop.training.checks import check_data, check_max_steps, effective_batch_size
 from bioprop.training.optim import make_optimizer
 from bioprop.training.run import Checkpoint, DivergenceError, Run, evaluate
 
@@ -65,7 +65,7 @@ def fit(
     seed: int = 0,
     record: Record | None = None,
     checkpoint: Checkpoint | None = None,
-    resume: bool = False,
+    resume: bool | str = False,
     progress: bool = True,
     device: str | torch.device = "cpu",
     max_steps: int | None = None,
@@ -90,15 +90,24 @@ def fit(
         ``("sgd", {"lr": 1e-3, "weight_decay": 1e-6})``, ``"adam"``, or a callable
         ``circuit -> torch.optim.Optimizer``.
     epochs, batch_size
-        Passes over the training set; samples per step.
+        Passes over the training set; samples per step (a ``batch_size`` larger than the
+        training set is clamped to it: one batch of every sample per epoch; the recording's
+        provenance holds the size used).
     seed
         Seeds the data order (the same for every rule) and the rule's feedback
         pathways.
     record
         A :class:`Record` schedule, or None for no recording.
     checkpoint, resume
-        Save state every ``checkpoint.every`` steps; with ``resume=True`` start
-        from ``checkpoint.path`` if it exists (the recording is continued).
+        Save state every ``checkpoint.every`` steps (atomically); with ``resume=True``
+        start from ``checkpoint.path`` if it exists (the recording is continued).  The
+        checkpoint is read with ``weights_only=True`` and must come from the same run:
+        rule, kind and hyper-parameters, circuit, optimizer and its groups' options, loss,
+        batch size, seed and task; a difference is refused, listing them
+        (:class:`bioprop.training.checkpoints.CheckpointMismatchError`), except learning
+        rates with ``resume="allow-lr-change"``, which applies the new ones.  ``epochs`` and
+        ``max_steps`` may change.  Every resume is noted in the recording's ``resumed``
+        attribute.
     max_steps
         Stop after this many steps in total (for quick runs).
 
@@ -119,6 +128,10 @@ def fit(
         raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_max_steps(max_steps)
+    _ckpt.check_resume_mode(resume)
+    if checkpoint is not None and not isinstance(checkpoint, Checkpoint):
+        raise TypeError(f"checkpoint must be a bioprop.Checkpoint, got {checkpoint!r}")
     n_in = circuit.populations[circuit.input].size
     n_out = circuit.populations[circuit.output].size
     if data.n_inputs != n_in:
@@ -131,6 +144,7 @@ def fit(
             f"data {data.name!r} has {data.n_outputs} outputs but the circuit's output "
             f"population {circuit.output!r} has {n_out} units"
         )
+    check_data(data)
     if data.kind == "classification" and loss.name == "mse" and not _looks_one_hot(data):
         data = data.with_one_hot(True)
     device = torch.device(device)
@@ -144,19 +158,25 @@ def fit(
     n = data.x_train.shape[0]
     if n == 0:
         raise ValueError(f"data {data.name!r} has no training samples")
+    batch_size = effective_batch_size(batch_size, n)
     per_epoch = math.ceil(n / batch_size)
     start_epoch, start_batch, step = 0, 0, 0
     history: dict[str, list[float]] = {"train_loss": [], "epoch_step": []}
-    if checkpoint is not None and resume and Path(checkpoint.path).exists():
-        state = torch.load(checkpoint.path, map_location=device, weights_only=False)
+    this_run = _ckpt.describe_run(
+        circuit, rule, opt, loss=loss.name, batch_size=batch_size, seed=seed, task=data.name
+    )
+    resumed, lr_changes = False, []
+    if checkpoint is not None and resume and checkpoint.path.exists():
+        state = _ckpt.read(checkpoint.path, map_location=device)
+        lr_changes = _ckpt.check_same_run(checkpoint.path, state["run"], this_run, resume)
         circuit.load_state_dict(state["circuit"])
         opt.load_state_dict(state["optimizer"])
+        if lr_changes:
+            _ckpt.apply_lrs(opt, this_run)
         rule.load_state_dict(state["rule"])
         step, start_epoch, start_batch = state["step"], state["epoch"], state["batch"]
         history = state["history"]
         resumed = True
-    else:
-        resumed = False
 
     recorder = None
     if record is not None:
@@ -168,6 +188,7 @@ def fit(
                 truncate_after=step - 1,
                 extra=rule.record_variables(circuit, record.samples),
             )
+            _ckpt.note_resume(recorder, step, checkpoint.path, lr_changes)
         else:
             attrs = provenance(
                 circuit,
@@ -186,21 +207,16 @@ def fit(
     def save_checkpoint(epoch: int, batch: int) -> None:
         if checkpoint is None:
             return
-        tmp = Path(str(checkpoint.path) + ".tmp")
-        tmp.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(
-            {
-                "circuit": circuit.state_dict(),
-                "optimizer": opt.state_dict(),
-                "rule": rule.state_dict(),
-                "step": step,
-                "epoch": epoch,
-                "batch": batch,
-                "history": history,
-            },
-            tmp,
-        )
-        os.replace(tmp, checkpoint.path)
+        state = {
+            "circuit": circuit.state_dict(),
+            "optimizer": opt.state_dict(),
+            "rule": rule.state_dict(),
+            "step": step,
+            "epoch": epoch,
+            "batch": batch,
+            "history": history,
+        }
+        _ckpt.save(checkpoint.path, state, this_run)
 
     total_steps = epochs * per_epoch
     if max_steps is not None:
@@ -220,6 +236,7 @@ def fit(
     try:
         for epoch in range(start_epoch, epochs):
             order = epoch_order(seed, epoch, n).to(device)
+            rule.on_epoch(epoch)
             first = start_batch if epoch == start_epoch else 0
             running, count = 0.0, 0
             for b in range(first, per_epoch):

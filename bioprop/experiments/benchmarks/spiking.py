@@ -216,14 +216,14 @@ def _spiking_over_brian2(quick: bool, repeats: int, device: str) -> dict:
 
 def _spiking_realtime_factor(quick: bool, repeats: int, device: str) -> dict:
     n, target = (20, "numpy") if quick else (400, "cython")
-    tmp = Path(tempfile.mkdtemp(prefix="bioprop-bench-spiking-"))
-    go = _bioprop(n, target, record_dir=tmp)
-    go()  # warm-up: compilation
-    walls = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        sim = go()
-        walls.append(time.perf_counter() - t0)
+    with tempfile.TemporaryDirectory(prefix="bioprop-bench-spiking-") as tmp:
+        go = _bioprop(n, target, record_dir=Path(tmp))
+        go()  # warm-up: compilation
+        walls = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            sim = go()
+            walls.append(time.perf_counter() - t0)
     wall = statistics.median(walls)
     return {
         "ratio": sim / wall,

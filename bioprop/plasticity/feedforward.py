@@ -1,0 +1,172 @@
+"""A feedforward circuit whose output layer is plastic, run through an episode.
+
+input → hidden (tanh, an ordinary trained pathway) → output, where ``hidden->output`` is a
+:class:`~bioprop.plasticity.pathway.HebbianPathway` (Miconi et al. 2018, eq. 1, on a
+feedforward connection: the pre-synaptic rate is this step's hidden rate)::
+
+    h(t) = tanh(W₁ x(t) + b₁)
+    o(t) = f( (w + α ⊙ Hebb(t)) h(t) + b [+ x(t), the optional one-to-one drive] )
+    Hebb(t+1) = (1 − η) Hebb(t) + η o(t) h(t)ᵀ          (or the Oja form)
+
+With ``drive="add"`` (or ``"clamp"``) input i also reaches output i one to one, as the
+recurrent network's input reaches its units: shown a pattern, the output layer expresses
+it, and the trace stores the association from the hidden code to the pattern; shown a
+degraded pattern, (α ⊙ Hebb) h(t) recalls it.  The non-plastic hidden layer is what a
+local rule such as fa trains (``dp-fa``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from bioprop.core import init as _init
+from bioprop.plasticity.circuit import (
+    DRIVES,
+    EpisodeCircuit,
+    OnStep,
+    Step,
+    _alpha,
+    _choice,
+    check_size,
+    over_time,
+)
+from bioprop.plasticity.pathway import HebbianPathway, OneToOnePathway
+
+__all__ = ["PlasticFeedforward"]
+
+
+class PlasticFeedforward(EpisodeCircuit):
+    """input → hidden → output with a Hebbian output pathway, unrolled over an episode.
+
+    Parameters
+    ----------
+    n_in, n_hidden, n_out
+        Population sizes.
+    output_activation
+        Activation of the output units (``"tanh"`` default, or ``"linear"``).
+    drive
+        None (default), ``"add"`` or ``"clamp"``: the input also reaches the first
+        ``min(n_in, n_out)`` outputs one to one.
+    alpha, alpha_init, weight_init, eta, learn_alpha, learn_eta, form, bias
+        The output pathway, as :class:`~bioprop.plasticity.PlasticRNN`'s recurrent one
+        (``bias`` True by default here).
+    hidden_init
+        Initial W₁ (default U(±1/√n_in)).
+    seed
+        Seed of the initial weights.
+    """
+
+    def __init__(
+        self,
+        n_in: int,
+        n_hidden: int,
+        n_out: int,
+        *,
+        output_activation: str = "tanh",
+        drive: str | None = None,
+        alpha: str = "per-synapse",
+        alpha_init: _init.Init | float | None = None,
+        weight_init: _init.Init | None = None,
+        hidden_init: _init.Init | None = None,
+        eta: float | nn.Parameter = 0.01,
+        learn_alpha: bool = True,
+        learn_eta: bool = True,
+        form: str = "decay",
+        bias: bool = True,
+        seed: int = 0,
+    ):
+        for what, n in (("n_in", n_in), ("n_hidden", n_hidden), ("n_out", n_out)):
+            check_size(f"PlasticFeedforward: {what}", n)
+        if drive is not None:
+            _choice("PlasticFeedforward: drive", drive, DRIVES)
+        _choice("PlasticFeedforward: alpha", alpha, ("per-synapse", "shared"))
+        _choice("PlasticFeedforward: output_activation", output_activation, ("tanh", "linear"))
+        super().__init__(seed=seed)
+        self.drive, self.n_hidden = drive, n_hidden
+        g = self.generator
+        self.add_population("input", n_in)
+        self.add_population("hidden", n_hidden, activation="tanh")
+        self.add_population("output", n_out, activation=output_activation)
+        self.connect(
+            "input",
+            "hidden",
+            init=_init.resolve(hidden_init, _init.uniform(n_in**-0.5)),
+            bias=True,
+        )
+        w_init = _init.resolve(weight_init, _init.normal(0.01))
+        shape = (n_out, n_hidden) if alpha == "per-synapse" else ()
+        self.add_pathway(
+            HebbianPathway(
+                "hidden",
+                "output",
+                w_init((n_out, n_hidden), g),
+                torch.zeros(n_out) if bias else None,
+                alpha=_alpha(alpha_init, shape, g),
+                eta=eta,
+                form=form,
+                learn_alpha=learn_alpha,
+                learn_eta=learn_eta,
+                role="feedforward",
+                init=w_init,
+            )
+        )
+        if drive is not None:
+            self.add_pathway(OneToOnePathway("input", "output", n_in, n_out))
+        self.input, self.output = "input", "output"
+
+    @property
+    def plastic_layer(self) -> HebbianPathway:
+        return self.pathways["hidden->output"]
+
+    def initial_state(self, batch: int) -> tuple:
+        """(Hebb_0 = 0,) for ``batch`` episodes (empty when α is fixed at 0)."""
+        pw = self.plastic_layer
+        return (pw.initial_trace(batch),) if pw.active else ()
+
+    def unroll(self, state, xs: torch.Tensor, on_step: OnStep | None = None):
+        """Run the episode ``xs`` (time, batch, n_in) from ``state``.
+
+        Returns (final state, outputs (time, batch, n_out), hidden rates (time, batch,
+        n_hidden)).  ``on_step(Step)`` is called after every step.
+        """
+        self._check_inputs(xs)
+        pw, act = self.plastic_layer, self.populations["output"].act
+        hebb = state[0] if state else None
+        n_out = self.populations["output"].size
+        uh = over_time(self.pathways["input->hidden"], xs, self.n_hidden)
+        hs = torch.tanh(uh)  # the hidden layer has no state: every step at once
+        drive = None
+        if self.drive is not None:
+            drive = over_time(self.pathways["input->output"], xs, n_out)
+        outs = []
+        for t in range(xs.shape[0]):
+            h = hs[t]
+            u = pw(h, hebb)  # w h + b + (α ⊙ Hebb) h
+            clamped = None
+            if self.drive == "clamp":
+                clamped = drive[t] != 0
+                o = torch.where(clamped, drive[t], act.f(u))
+            else:
+                if drive is not None:
+                    u = u + drive[t]
+                o = act.f(u)
+            before = hebb
+            if hebb is not None:
+                hebb = pw.step_trace(hebb, h, o)
+            outs.append(o)
+            if on_step is not None:
+                on_step(
+                    Step(
+                        t,
+                        xs[t],
+                        {"hidden": h, "output": o},
+                        {"hidden": uh[t], "output": u},
+                        {"output": clamped} if clamped is not None else {},
+                        {pw.name: h},
+                        {pw.name: before} if before is not None else {},
+                        {pw.name: o},
+                    )
+                )
+        out = torch.stack(outs) if outs else xs.new_zeros(0, xs.shape[1], n_out)
+        return ((hebb,) if hebb is not None else ()), out, hs
