@@ -136,12 +136,15 @@ def run_variants(
 
 
 def mean_sd(values: Sequence[float], scale: float = 100.0, fmt: str = ".2f") -> str:
+    """``mean ± sd`` of the finite values, saying how many runs diverged."""
     vals = [scale * v for v in values if math.isfinite(v)]
+    lost = len(values) - len(vals)
+    note = f" ({lost} of {len(values)} diverged)" if lost else ""
     if not vals:
         return "diverged"
     if len(vals) == 1:
-        return format(vals[0], fmt)
-    return f"{statistics.fmean(vals):{fmt}} ± {statistics.stdev(vals):{fmt}}"
+        return format(vals[0], fmt) + note
+    return f"{statistics.fmean(vals):{fmt}} ± {statistics.stdev(vals):{fmt}}" + note
 
 
 def mean(values: Sequence[float]) -> float:
@@ -162,7 +165,7 @@ def seed_angles(out: Path, label: str, seeds: int) -> dict[str, xr.Dataset]:
             damped = tpa.all_update_angles(rec, DAMPING)
             for pw, a in plain.items():
                 a = a.load()
-                a["gauss_newton_damped"] = damped[pw]["gauss_newton"]
+                a["gauss_newton_damped"] = damped[pw]["gauss_newton"].load()
                 per.setdefault(pw, []).append(a)
     return {pw: xr.concat(v, "seed", join="inner").mean("seed") for pw, v in per.items()}
 

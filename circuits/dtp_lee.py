@@ -80,8 +80,8 @@ def main(argv=None) -> int:
         args.seeds,
         loss="cross-entropy",
         batch_size=BATCH,
-        record_every=100,
-        samples=32,
+        record_every=200,
+        samples=16,
         quick=args.quick,
     )
     angles = {v.label: tpc.seed_angles(out, v.label, args.seeds) for v in vs if v.rule != "bp"}

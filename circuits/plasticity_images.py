@@ -131,7 +131,7 @@ def figure(cells, path: Path, side: int) -> None:
     }
     examples = {m: e for m, e in examples.items() if e is not None}
     n_ex = min((len(e["target"]) for e in examples.values()), default=0)
-    fig, axes = C.new_figure(2, 1, width=6.0, height=4.4)
+    fig, axes = C.new_figure(2, 1, width=7.0, height=4.6)
     P.curves_panel(axes[0][0], cells, "squared error per erased pixel (running mean 20)")
     axes[0][0].set_title("learning curves (mean ± sd over seeds)")
     ax = axes[0][1]

@@ -6,8 +6,12 @@ concordance); ``ep``, ``dni`` and ``rnn`` hold family-specific views built on th
 :func:`angle`.
 """
 
-from bioprop.analysis import dni, ep, rnn
-from bioprop.analysis import target_propagation  # noqa: E402,F401  (tp/dtp recordings)
+from bioprop.analysis import (
+    dni,
+    ep,
+    rnn,
+    target_propagation,  # noqa: E402,F401  (tp/dtp recordings)
+)
 from bioprop.analysis.alignment import (
     angle,
     cosine,

@@ -139,12 +139,13 @@ def gauss_newton_targets(
     matching f′ of each layer's post population (sample × post), ``top_step`` = Δh_top
     (sample × n_top).  Returns [Δh_l, Δh_{l+1}, …] for the pre population of every weight
     (J_l = D_top W_top ⋯ D_{l+1} W_{l+1}, built from the top down; J⁺ the pseudo-inverse)."""
-    n = top_step.shape[0]
-    n_top = top_step.shape[1]
-    jac = torch.eye(n_top, dtype=top_step.dtype).expand(n, n_top, n_top)
+    jac = None  # J_top = I
     out = []
     for w, fp in zip(reversed(weights), reversed(fprimes), strict=True):
-        jac = (jac * fp[:, None, :]) @ w  # J_l = J_{l+1} D_{l+1} W_{l+1}
+        if jac is None:
+            jac = fp[:, :, None] * w  # D_top W_top
+        else:
+            jac = (jac * fp[:, None, :]) @ w  # J_l = J_{l+1} D_{l+1} W_{l+1}
         out.append(_pinv_apply(jac, top_step, damping))
     return out[::-1]
 
@@ -186,20 +187,18 @@ def _gauss_newton(tree, population: str, damping: float) -> dict[str, xr.DataArr
     chain = chain[::-1]  # population, …, top
     step_top = target_difference(tree, top)
     steps = step_top.step.values
-    rates = {p: _rate(tree, p).sel(step=steps) for p in chain}
-    weights = {p: forward[p]["weight"].sel(step=steps) for p in chain[1:]}
+    top_values = step_top.values  # read every array once, not once per step
+    rates = {p: _rate(tree, p).sel(step=steps).values.astype(np.float64) for p in chain}
+    weights = {p: forward[p]["weight"].sel(step=steps).values.astype(np.float64) for p in chain[1:]}
     values: dict[str, list[np.ndarray]] = {p: [] for p in chain[:-1]}
     for i in range(len(steps)):
-        ok = np.isfinite(step_top.values[i]).all(axis=1)
-        d_top = torch.from_numpy(step_top.values[i][ok])
-        w = [torch.from_numpy(weights[p].values[i].astype(np.float64)) for p in chain[1:]]
-        fp = [
-            _fprime(tree, p, torch.from_numpy(rates[p].values[i][ok].astype(np.float64)))
-            for p in chain[1:]
-        ]
+        ok = np.isfinite(top_values[i]).all(axis=1)
+        d_top = torch.from_numpy(top_values[i][ok])
+        w = [torch.from_numpy(weights[p][i]) for p in chain[1:]]
+        fp = [_fprime(tree, p, torch.from_numpy(rates[p][i][ok])) for p in chain[1:]]
         found = gauss_newton_targets(w, fp, d_top, damping) if ok.any() else None
         for j, p in enumerate(chain[:-1]):
-            full = np.full((ok.size, rates[p].sizes["neuron"]), np.nan)
+            full = np.full((ok.size, rates[p].shape[-1]), np.nan)
             if found is not None:
                 full[ok] = found[j].numpy()
             values[p].append(full)

@@ -265,9 +265,13 @@ def _train_and_write(config: RunConfig, lock: FileLock) -> dict[str, Any]:
         if config.kind in _BATCH_KINDS:
             ckpt_path.parent.mkdir(exist_ok=True)
             if ckpt_path.exists():
-                row["resumed_from"] = int(
-                    torch.load(ckpt_path, map_location="cpu", weights_only=False)["step"]
-                )
+                from bioprop.training import checkpoints
+
+                try:
+                    state = checkpoints.read(ckpt_path, map_location="cpu")
+                    row["resumed_from"] = int(state["step"])
+                except checkpoints.CheckpointError:
+                    ckpt_path.unlink()  # unreadable (it was never ours to keep): start over
             beat = [time.monotonic()]
 
             def heartbeat(step, signals):
