@@ -302,7 +302,7 @@ def main(argv=None) -> None:
         for p in kb_paths:
             with bp.load(p) as rec:
                 summ.append(kba.summary(rec))
-        kb_all[name] = {k: statistics.fmean(x[k] for x in summ) for k in summ[0]} if summ else {}
+        kb_all[name] = {k: float(np.nanmean([x[k] for x in summ])) for k in summ[0]} if summ else {}
         report(name, full, res, rules, args, budget, kb_all[name])
         for entry in res.values():
             entry["recordings"] = {k: [p.name for p in v] for k, v in entry["recordings"].items()}
