@@ -153,10 +153,15 @@ def curves_panel(ax, cells: dict[str, list[dict]], ylabel: str, window: int = 20
     ax.legend(fontsize=8)
 
 
-def write_results(path: Path, payload: dict) -> Path:
-    """The experiment's results (command, seeds, budget, numbers) as JSON."""
+def write_results(path: Path, payload: dict, figure: Path | None = None) -> Path:
+    """The experiment's results (command, seeds, budget, numbers) as JSON, and a copy of its
+    figure beside it (``<results>.png``, the one README shows)."""
+    import shutil
+
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=1, default=float) + "\n")
+    if figure is not None and Path(figure).exists():
+        shutil.copyfile(figure, path.with_suffix(".png"))
     return path
 
 
@@ -169,4 +174,5 @@ def commands(results: Path) -> list[str]:
     old = []
     if Path(results).exists():
         old = json.loads(Path(results).read_text()).get("commands", [])
-    return [c for c in old if c != this] + [this]
+    trains = "--models none" not in this  # a call with --models none only re-tabulates
+    return [c for c in old if c != this] + ([this] if trains else [])

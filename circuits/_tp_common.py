@@ -12,6 +12,7 @@ import copy
 import json
 import math
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -275,12 +276,17 @@ def _commit() -> str:
         return ""
 
 
-def write_results(name: str, payload: dict[str, Any], quick: bool) -> Path | None:
-    """``data/results/<name>.json`` with the command, seeds, budget and numbers (full runs
-    only: a quick run's numbers are not results)."""
+def write_results(
+    name: str, payload: dict[str, Any], quick: bool, figure: Path | None = None
+) -> Path | None:
+    """``data/results/<name>.json`` with the command, seeds, budget and numbers, and a copy
+    of ``figure`` as ``data/results/<name>.png`` (full runs only: a quick run's numbers are
+    not results)."""
     if quick:
         return None
     RESULTS.mkdir(parents=True, exist_ok=True)
+    if figure is not None and figure.exists():
+        shutil.copyfile(figure, RESULTS / f"{name}.png")
     payload = {
         "command": " ".join(["python", *sys.argv]),
         "commit": _commit(),

@@ -103,7 +103,7 @@ def dtp_report(out: Path, args, t, ds, rules, vs, res) -> None:
     print()
     print(tpc.table(["rule", "paper, MNIST test error %", f"ours, {args.dataset} %"], rows))
     angles = {v.label: tpc.seed_angles(out, v.label, args.seeds) for v in vs}
-    tpc.plot_angles(out / "dtp_alignment.png", angles)
+    png = tpc.plot_angles(out / "dtp_alignment.png", angles)
     claims = []
     order = [r for r in ("bp", "dtp-alternating", "dtp") if r in err]
     if len(order) == 3:
@@ -143,6 +143,7 @@ def dtp_report(out: Path, args, t, ds, rules, vs, res) -> None:
             "claims": claims,
         },
         args.quick,
+        figure=png,
     )
 
 

@@ -158,6 +158,7 @@ def main(argv=None) -> int:
             "wall_s": time.perf_counter() - t0,
         },
         args.quick,
+        figure=png,
     )
     if path:
         print(f"results: {path}")

@@ -196,6 +196,7 @@ def main(argv=None) -> int:
             "wall_s": time.perf_counter() - t0,
         },
         args.quick,
+        figure=png,
     )
     if path:
         print(f"results: {path}")

@@ -19,7 +19,7 @@ images (never seen in training).  Two references: *zero fill* (output 0 on the e
 half) and each network's error when the test image is a *novel* one, never shown in the
 episode — what completion from memory gains over completion from a prior learned across
 episodes.  Writes ``<model>-seed<s>.h5``, ``plasticity_images.png`` (learning curves and
-completed images) and ``data/results/plasticity_images.json``.
+completed images) and ``data/results/plasticity_images.json`` (+ ``.png``).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ PAPER = {  # data/papers/miconi2018.csv
     "dp-fa": "— (not in the paper)",
 }
 MODELS = ("plastic", "rnn", "lstm", "dp-fa")
-FULL = {"episodes": 1500, "test": 100}
+FULL = {"episodes": 3000, "test": 100}
 QUICK = {"episodes": 4, "test": 4}
 
 
@@ -53,7 +53,7 @@ def parse_args(argv=None):
             default=",".join(MODELS),
             help="default %(default)s; 'none' only tabulates the cells already in --out",
         )
-        p.add_argument("--episodes", type=int, default=None, help="outer updates (default 1500)")
+        p.add_argument("--episodes", type=int, default=None, help="outer updates (default 3000)")
         p.add_argument("--test-episodes", type=int, default=None, help="held out (default 100)")
         p.add_argument("--pool", type=int, default=2, choices=[1, 2, 4], help="default 2")
         p.add_argument("--lr", type=float, default=1e-4, help="Adam lr (default 1e-4)")
@@ -287,6 +287,7 @@ def main(argv=None) -> int:
                 "models": summary,
                 "claims": [{"claim": t, "holds": bool(o), "measured": m} for t, o, m in claims],
             },
+            png,
         )
         print(f"wrote {results}")
     return 0

@@ -20,7 +20,7 @@ Reported per model: the learning curve, the sign error on 100 held-out episodes 
 training (mean ± sd over seeds), the distribution of the learned α, and ∠(Hebb, p_k p_kᵀ)
 of the trace before the test pattern.  Models can be run a few at a time into the same
 ``--out`` (each run tabulates every finished cell there).  Writes ``<model>-seed<s>.h5``
-recordings, ``plasticity_patterns.png`` and ``data/results/plasticity_patterns.json``.
+recordings, ``plasticity_patterns.png`` and ``data/results/plasticity_patterns.json`` (+ ``.png``).
 """
 
 from __future__ import annotations
@@ -306,6 +306,8 @@ def main(argv=None) -> int:
             "wall_s": [c["wall_s"] for c in cs],
             "eta": [c.get("eta") for c in cs],
             "angle_to_sum": [c.get("angle_to_sum") for c in cs],
+            "alpha_quantiles_5_50_95": [c.get("alpha_quantiles") for c in cs],
+            "angle_by_recency": [c.get("angle_by_recency") for c in cs],
         }
         if m in ("plastic", "dp-fa"):
             summary[m]["recording"] = [from_recording(args.out, m, c["seed"]) for c in cs]
@@ -373,7 +375,7 @@ def main(argv=None) -> int:
             "models": summary,
             "claims": [{"claim": t, "holds": bool(o), "measured": m} for t, o, m in claims],
         }
-        P.write_results(results, payload)
+        P.write_results(results, payload, png)
         print(f"wrote {results}")
     return 0
 
