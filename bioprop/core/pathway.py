@@ -167,21 +167,27 @@ class SignSymmetricPathway(Pathway):
         return self.weight * torch.sign(self._forward.weight.detach().t())
 
 
+def mirror_without_parameters(pathway: Pathway, forward: Pathway) -> None:
+    """Set ``pathway`` up as a fixed feedback mirror ``forward.target -> forward.source`` of
+    ``forward`` that owns no parameter (its weight is computed from ``forward``'s)."""
+    pathway.source = forward.target
+    pathway.target = forward.source
+    pathway.role = "feedback"
+    pathway.mirrors = forward.name
+    pathway.init = None
+    pathway.name = f"{forward.target}->{forward.source}"
+    pathway._plastic = False
+    pathway.weight = None
+    pathway.bias = None
+    object.__setattr__(pathway, "_forward", forward)
+
+
 class TransposePathway(Pathway):
     """Feedback whose weight *is* ``Wᵀ`` of a forward pathway (no copy, no own parameter)."""
 
     def __init__(self, forward: Pathway):
         nn.Module.__init__(self)
-        self.source = forward.target
-        self.target = forward.source
-        self.role = "feedback"
-        self.mirrors = forward.name
-        self.init = None
-        self.name = f"{forward.target}->{forward.source}"
-        self._plastic = False
-        self.weight = None
-        self.bias = None
-        object.__setattr__(self, "_forward", forward)
+        mirror_without_parameters(self, forward)
 
     def own_parameters(self) -> list[nn.Parameter]:
         return []

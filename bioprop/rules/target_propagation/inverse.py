@@ -26,7 +26,7 @@ from torch import nn
 
 from bioprop.core import activations
 from bioprop.core.init import Init
-from bioprop.core.pathway import Pathway
+from bioprop.core.pathway import Pathway, mirror_without_parameters
 
 __all__ = ["InversePathway", "ExactInversePathway", "INVERTIBLE", "inverse_activation"]
 
@@ -121,17 +121,8 @@ class ExactInversePathway(Pathway):
                 f"pathway {forward.name!r} ends in activation {activation!r}, which has no "
                 f"exact inverse; invertible: {INVERTIBLE}"
             )
-        self.source = forward.target
-        self.target = forward.source
-        self.role = "feedback"
-        self.mirrors = forward.name
-        self.init = None
-        self.name = f"{forward.target}->{forward.source}"
-        self._plastic = False
-        self.weight = None
-        self.bias = None
+        mirror_without_parameters(self, forward)
         self.activation = activation
-        object.__setattr__(self, "_forward", forward)
 
     def own_parameters(self) -> list[nn.Parameter]:
         return []
