@@ -20,6 +20,7 @@ Keys (``bioprop bench --json``):
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from collections.abc import Callable
@@ -33,7 +34,14 @@ from bioprop.core.circuit import Circuit
 from bioprop.data.base import Dataset
 from bioprop.training.loop import epoch_order
 
-__all__ = ["run_bench", "format_bench", "BENCHMARKS", "interleaved_ratio"]
+__all__ = [
+    "run_bench",
+    "format_bench",
+    "BENCHMARKS",
+    "interleaved_ratio",
+    "one_thread",
+    "train_epoch",
+]
 
 TARGETS = {
     "fa_over_bp_b32": 0.9,
@@ -46,7 +54,11 @@ TARGETS = {
 def interleaved_ratio(
     candidate: Callable[[], None], baseline: Callable[[], None], repeats: int
 ) -> dict:
-    """Median of candidate/baseline times over interleaved repeats (one warm-up each)."""
+    """Median of candidate/baseline times over interleaved repeats (one warm-up each).
+
+    Returns the median ``ratio`` with its spread (``ratio_q1``, ``ratio_q3``: the quartiles
+    of the per-repeat ratios), the median times of both sides and the number of repeats.
+    """
     candidate()
     baseline()
     ratios, tc, tb = [], [], []
@@ -61,11 +73,62 @@ def interleaved_ratio(
         tb.append(times[baseline])
         ratios.append(times[candidate] / times[baseline])
     return {
-        "ratio": statistics.median(ratios),
+        **spread(ratios),
         "candidate_s": statistics.median(tc),
         "baseline_s": statistics.median(tb),
         "repeats": repeats,
     }
+
+
+def spread(ratios: list[float]) -> dict:
+    """``ratio`` (the median of ``ratios``) and its interquartile range ``ratio_q1``,
+    ``ratio_q3`` — the spread every key reports beside its median."""
+    q1, _, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+    return {"ratio": statistics.median(ratios), "ratio_q1": q1, "ratio_q3": q3}
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Run the block with one torch thread (small GEMMs: more threads only add overhead on a
+    shared machine), restoring the previous count afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def train_epoch(
+    make_circuit: Callable[[], Circuit],
+    rule: str | Callable[[], object],
+    data: Dataset,
+    device: str,
+    record: Callable[[], object] | None = None,
+    **options,
+) -> Callable[[], None]:
+    """A closure that trains a fresh circuit from ``make_circuit()`` with ``rule`` for one
+    epoch through :func:`bioprop.train` (seed 0, no evaluation, no progress bar) — the unit
+    every epoch-ratio key times.  ``rule`` is a registry name or a zero-argument factory of a
+    fresh rule; ``options`` are the remaining ``train`` arguments (loss, optimizer,
+    batch_size, ...); ``record`` makes a fresh ``Record`` per call."""
+    from bioprop.training.train import train
+
+    def go():
+        train(
+            make_circuit(),
+            rule if isinstance(rule, str) else rule(),
+            data,
+            epochs=1,
+            seed=0,
+            progress=False,
+            device=device,
+            evaluate_every_epoch=False,
+            record=record() if record is not None else None,
+            **options,
+        )
+
+    return go
 
 
 def mnist_shaped(n: int, seed: int = 0, device: str = "cpu") -> Dataset:
@@ -87,27 +150,16 @@ def lillicrap_circuit(seed: int = 0) -> Circuit:
 
 
 def _trainer_epoch(rule: str, data: Dataset, batch: int, device: str, record=None):
-    from bioprop.training.train import train
-
-    def go():
-        c = lillicrap_circuit()
-        rec = record() if record is not None else None
-        train(
-            c,
-            rule,
-            data,
-            loss="mse",
-            optimizer=("sgd", {"lr": 0.1}),
-            epochs=1,
-            batch_size=batch,
-            seed=0,
-            progress=False,
-            device=device,
-            record=rec,
-            evaluate_every_epoch=False,
-        )
-
-    return go
+    return train_epoch(
+        lillicrap_circuit,
+        rule,
+        data,
+        device,
+        record,
+        loss="mse",
+        optimizer=("sgd", {"lr": 0.1}),
+        batch_size=batch,
+    )
 
 
 def handloop_fa(
@@ -273,11 +325,17 @@ def _load_extensions() -> None:
 
 
 def format_bench(res: dict[str, dict]) -> str:
-    lines = [f"{'key':<28} {'ratio':>7} {'target':>7}  {'cand (s)':>9} {'base (s)':>9}  what"]
+    """The table ``bioprop bench`` prints: each key's median ratio, its interquartile range
+    over the repeats, the target, and the median times of both sides."""
+    lines = [
+        f"{'key':<28} {'ratio':>7} {'IQR':>13} {'target':>7}  {'cand (s)':>9} {'base (s)':>9}  what"
+    ]
+    nan = float("nan")
     for k, r in res.items():
         tgt = f"≤{r['target']:.2f}" if r.get("target") else ""
+        iqr = f"{r.get('ratio_q1', nan):.3f}-{r.get('ratio_q3', nan):.3f}"
         lines.append(
-            f"{k:<28} {r['ratio']:>7.3f} {tgt:>7}  {r.get('candidate_s', float('nan')):>9.3f} "
-            f"{r.get('baseline_s', float('nan')):>9.3f}  {r['description']}"
+            f"{k:<28} {r['ratio']:>7.3f} {iqr:>13} {tgt:>7}  {r.get('candidate_s', nan):>9.3f} "
+            f"{r.get('baseline_s', nan):>9.3f}  {r['description']}"
         )
     return "\n".join(lines)

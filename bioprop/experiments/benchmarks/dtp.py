@@ -14,8 +14,8 @@ backward pass.
 
 from __future__ import annotations
 
-import torch
-
+from bioprop.core import init
+from bioprop.core.circuit import Circuit
 from bioprop.experiments import bench
 from bioprop.experiments.benchmarks.datasets import _fmnist
 
@@ -24,46 +24,21 @@ SIZES = [784, 256, 256, 256, 256, 256, 10]
 TARGET = 3.0
 
 
-def _epoch(rule: str, data, device: str):
-    from bioprop.core import init
-    from bioprop.core.circuit import Circuit
-    from bioprop.training.train import train
-
-    def go():
-        c = Circuit.layered(
-            SIZES,
-            activation="tanh",
-            output_activation="linear",
-            init=init.xavier_uniform(),
-            seed=0,
-        )
-        train(
-            c,
-            rule,
-            data,
-            loss="cross-entropy",
-            optimizer=("adam", {"lr": 1e-4}),
-            epochs=1,
-            batch_size=BATCH,
-            seed=0,
-            progress=False,
-            device=device,
-            evaluate_every_epoch=False,
-        )
-
-    return go
+def _circuit() -> Circuit:
+    return Circuit.layered(
+        SIZES, activation="tanh", output_activation="linear", init=init.xavier_uniform(), seed=0
+    )
 
 
 def _dtp_over_bp_epoch(quick: bool, repeats: int, device: str) -> dict:
     data = _fmnist(quick, device)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small GEMMs: threads only add overhead on a shared machine
-    try:
+    options = dict(loss="cross-entropy", optimizer=("adam", {"lr": 1e-4}), batch_size=BATCH)
+    with bench.one_thread():
         return bench.interleaved_ratio(
-            _epoch("dtp", data, device), _epoch("bp", data, device), repeats
+            bench.train_epoch(_circuit, "dtp", data, device, **options),
+            bench.train_epoch(_circuit, "bp", data, device, **options),
+            repeats,
         )
-    finally:
-        torch.set_num_threads(threads)
 
 
 bench.register(

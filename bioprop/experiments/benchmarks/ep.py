@@ -14,9 +14,8 @@ ratio measures mostly the settling loop's per-step overhead.
 
 from __future__ import annotations
 
-import torch
-
 from bioprop.experiments import bench
+from bioprop.rules import get
 from bioprop.settling import DynamicalCircuit, layered_twin, presets
 
 BATCH = presets.BATCH
@@ -29,44 +28,19 @@ def ep_circuit(seed: int = 0) -> DynamicalCircuit:
     return presets.circuit(seed)
 
 
-def _epoch(rule: str, data, device: str):
-    from bioprop.rules import get
-    from bioprop.training.train import train
-
-    def go():
-        c = ep_circuit()
-        if rule == "bp":
-            c = layered_twin(c)
-            r = get("bp")
-        else:
-            r = get("ep", beta=1.0, nudged_steps=4, random_sign=True)
-        train(
-            c,
-            r,
-            data,
-            loss="mse",
-            optimizer=("sgd", {"lr": 0.1}),
-            epochs=1,
-            batch_size=BATCH,
-            seed=0,
-            progress=False,
-            device=device,
-            evaluate_every_epoch=False,
-        )
-
-    return go
-
-
 def _ep_over_bp_epoch(quick: bool, repeats: int, device: str) -> dict:
     data = bench.mnist_shaped(6000 if quick else 60000, device=device)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small GEMMs: threads only add overhead on a shared machine
-    try:
-        return bench.interleaved_ratio(
-            _epoch("ep", data, device), _epoch("bp", data, device), repeats
-        )
-    finally:
-        torch.set_num_threads(threads)
+    options = dict(loss="mse", optimizer=("sgd", {"lr": 0.1}), batch_size=BATCH)
+    ep = bench.train_epoch(
+        ep_circuit,
+        lambda: get("ep", beta=1.0, nudged_steps=4, random_sign=True),
+        data,
+        device,
+        **options,
+    )
+    bp = bench.train_epoch(lambda: layered_twin(ep_circuit()), "bp", data, device, **options)
+    with bench.one_thread():
+        return bench.interleaved_ratio(ep, bp, repeats)
 
 
 bench.register(

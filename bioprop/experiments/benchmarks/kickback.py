@@ -13,49 +13,24 @@ from __future__ import annotations
 
 import copy
 
-import torch
-
 from bioprop.experiments import bench
 
 TARGET = 1.0
-
-
-def _epoch(rule: str, circuit, data, device: str):
-    from bioprop.training.train import train
-
-    def go():
-        train(
-            copy.deepcopy(circuit),
-            rule,
-            data,
-            loss="mse",
-            optimizer=("sgd", {"lr": 0.01}),
-            epochs=1,
-            batch_size=16,
-            seed=0,
-            progress=False,
-            device=device,
-            evaluate_every_epoch=False,
-        )
-
-    return go
 
 
 def _kickback_over_bp_epoch(quick: bool, repeats: int, device: str) -> dict:
     from bioprop import data as _data
     from bioprop.experiments import tasks
 
-    task = tasks.get("arm")
     data = _data.load("planar-arm", n_train=6000 if quick else 44_484, n_test=100)
-    circuit = task.circuit(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small GEMMs: threads only add overhead on a shared machine
-    try:
+    circuit = tasks.get("arm").circuit(0)
+    options = dict(loss="mse", optimizer=("sgd", {"lr": 0.01}), batch_size=16)
+    with bench.one_thread():
         return bench.interleaved_ratio(
-            _epoch("kickback", circuit, data, device), _epoch("bp", circuit, data, device), repeats
+            bench.train_epoch(lambda: copy.deepcopy(circuit), "kickback", data, device, **options),
+            bench.train_epoch(lambda: copy.deepcopy(circuit), "bp", data, device, **options),
+            repeats,
         )
-    finally:
-        torch.set_num_threads(threads)
 
 
 bench.register(

@@ -85,22 +85,16 @@ def handloop_step(n: int = N, device: str = "cpu", keep: bool = False):
 
 
 def _plastic_episode_over_handloop(quick: bool, repeats: int, device: str) -> dict:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # one core, like the experiments
-    try:
-        n = 300 if quick else N
+    n = 300 if quick else N
+    with bench.one_thread():  # one core, like the experiments
         return bench.interleaved_ratio(candidate_step(n, device), handloop_step(n, device), repeats)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _plastic_episode_ms(quick: bool, repeats: int, device: str) -> dict:
     import statistics
     import time
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with bench.one_thread():
         go = candidate_step(300 if quick else N, device)
         go()
         times = []
@@ -108,8 +102,6 @@ def _plastic_episode_ms(quick: bool, repeats: int, device: str) -> dict:
             t0 = time.perf_counter()
             go()
             times.append(time.perf_counter() - t0)
-    finally:
-        torch.set_num_threads(threads)
     ms = 1000.0 * statistics.median(times)
     return {"ratio": ms, "candidate_s": ms / 1000.0, "baseline_s": float("nan"), "repeats": repeats}
 

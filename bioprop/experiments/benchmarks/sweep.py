@@ -18,7 +18,6 @@ Repeats alternate serial and cluster (interleaved); each value is the median ove
 
 from __future__ import annotations
 
-import logging
 import os
 import statistics
 import tempfile
@@ -50,27 +49,11 @@ def _measure(quick: bool, repeats: int, device: str) -> dict:
     key = (quick, repeats, device)
     if key in _CACHE:
         return _CACHE[key]
-    import dask
-    import torch
-    from distributed import Client, LocalCluster
-
-    from bioprop.experiments.cluster import run_all
+    from bioprop.experiments.cluster import connect, run_all
 
     root = Path(tempfile.mkdtemp(prefix="bioprop-bench-sweep-"))
-    env = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}), OMP_NUM_THREADS=1)
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": env}):
-        cluster = LocalCluster(
-            n_workers=WORKERS,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=":0",
-            silence_logs=logging.ERROR,
-        )
-    client = Client(cluster)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     quiet = lambda s: None  # noqa: E731
-    try:
+    with connect("local", workers=WORKERS, say=quiet) as client, bench.one_thread():
         run_all(_configs(root, "warm-cluster", quick, device)[:WORKERS], client, say=quiet)
         run_all(_configs(root, "warm-serial", quick, device)[:1], "serial", say=quiet)
         serial, clustered, gaps = [], [], []
@@ -87,14 +70,10 @@ def _measure(quick: bool, repeats: int, device: str) -> dict:
                     for row in rows.values():
                         busy[row["pid"]] = busy.get(row["pid"], 0.0) + row["wall_time"]
                     gaps.append((wall - max(busy.values())) / (RUNS / WORKERS))
-    finally:
-        torch.set_num_threads(threads)
-        client.close()
-        cluster.close()
     speedups = [s / c for s, c in zip(serial, clustered, strict=True)]
     res = {
-        "speedup": statistics.median(speedups),
-        "overhead": statistics.median(gaps),
+        "speedup": bench.spread(speedups),
+        "overhead": bench.spread(gaps),
         "serial_s": statistics.median(serial),
         "cluster_s": statistics.median(clustered),
         "repeats": repeats,
@@ -105,24 +84,21 @@ def _measure(quick: bool, repeats: int, device: str) -> dict:
     return res
 
 
-def _speedup(quick: bool, repeats: int, device: str) -> dict:
-    m = _measure(quick, repeats, device)
-    return {
-        "ratio": m["speedup"],
-        "candidate_s": m["serial_s"],
-        "baseline_s": m["cluster_s"],
-        "repeats": m["repeats"],
-    }
+def _key(name: str, candidate: str, baseline: str):
+    def run(quick: bool, repeats: int, device: str) -> dict:
+        m = _measure(quick, repeats, device)
+        return {
+            **m[name],
+            "candidate_s": m[candidate],
+            "baseline_s": m[baseline],
+            "repeats": m["repeats"],
+        }
+
+    return run
 
 
-def _overhead(quick: bool, repeats: int, device: str) -> dict:
-    m = _measure(quick, repeats, device)
-    return {
-        "ratio": m["overhead"],
-        "candidate_s": m["cluster_s"],
-        "baseline_s": m["serial_s"],
-        "repeats": m["repeats"],
-    }
+_speedup = _key("speedup", "serial_s", "cluster_s")
+_overhead = _key("overhead", "cluster_s", "serial_s")
 
 
 bench.register(
