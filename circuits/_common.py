@@ -270,3 +270,52 @@ def angle_axes(ax, title: str) -> None:
     ax.set_ylabel("degrees")
     ax.axhline(90, color="0.7", lw=0.8, ls="--")
     ax.legend(fontsize=8)
+
+
+def compare(task, rules: Sequence[str], args: argparse.Namespace, out: Path):
+    """``bioprop.compare`` of ``rules`` on ``task`` with the image scripts' options (seeds,
+    quick budget, overwrite; a quick run always overwrites), its table printed."""
+    ds = bp.compare(
+        task,
+        rules=list(rules),
+        seeds=args.seeds,
+        out=out,
+        quick=args.quick,
+        overwrite=args.overwrite or args.quick,
+        progress=False,
+    )
+    print(bp.compare_table(ds))
+    return ds
+
+
+def relu_task(
+    name: str,
+    description: str,
+    data,
+    sizes: Sequence[int],
+    lr: float,
+    epochs: int,
+    max_steps: int,
+    batch_size: int,
+    **options,
+):
+    """A fixed-data task of a ReLU net with a linear read-out into softmax cross-entropy,
+    Kaiming-uniform weights and Adam at ``lr`` (the synthetic-gradient scripts' setting); the
+    quick budget keeps the epochs and stops after ``max_steps``.  ``options``: further
+    :class:`bioprop.tasks.Task` fields (rule options and optimizers, reference)."""
+    return bp.tasks.Task(
+        name,
+        description,
+        lambda seed, quick: data,
+        list(sizes),
+        activation="relu",
+        output_activation="linear",
+        init=bp.init.kaiming_uniform(math.sqrt(2.0)),
+        loss="cross-entropy",
+        optimizer=("adam", {"lr": lr}),
+        epochs=epochs,
+        quick_epochs=epochs,
+        quick_max_steps=max_steps,
+        batch_size=batch_size,
+        **options,
+    )

@@ -105,6 +105,122 @@ def run_cell(
     return cell
 
 
+def parse_args(
+    script: str,
+    doc: str,
+    models: tuple[str, ...],
+    budgets: dict[str, dict[str, int]],
+    lr: float,
+    argv=None,
+    more: Callable[[Any], None] | None = None,
+):
+    """The scripts' arguments: ``_common.parse_args`` plus ``--models``, ``--episodes``,
+    ``--test-episodes``, ``--lr``, ``--first-seed``, ``--results`` and what ``more(p)`` adds.
+    ``budgets["full"]`` / ``budgets["quick"]`` give every integer option's default (e.g.
+    ``episodes``, ``test``, ``bits``); each must end up ≥ 1."""
+    full = budgets["full"]
+
+    def extra(p):
+        p.add_argument(
+            "--models",
+            default=",".join(models),
+            help="default %(default)s; 'none' only tabulates the cells already in --out",
+        )
+        p.add_argument(
+            "--episodes", type=int, default=None, help=f"outer updates (default {full['episodes']})"
+        )
+        p.add_argument(
+            "--test-episodes", type=int, default=None, help=f"held out (default {full['test']})"
+        )
+        if more is not None:
+            more(p)
+        p.add_argument("--lr", type=float, default=lr, help=f"Adam lr (default {lr:g})")
+        p.add_argument("--first-seed", type=int, default=0, help="seeds S..S+N-1 (default 0)")
+        p.add_argument(
+            "--results",
+            type=Path,
+            default=None,
+            help=f"results JSON (default data/results/{script}.json; none with --quick)",
+        )
+
+    def check(a):
+        budget = budgets["quick"] if a.quick else full
+        a.test_episodes = a.test_episodes or budget["test"]
+        for key, default in budget.items():
+            if key != "test" and getattr(a, key, None) is None:
+                setattr(a, key, default)
+        a.models = [m.strip() for m in a.models.split(",") if m.strip() and m != "none"]
+        bad = [m for m in a.models if m not in models]
+        if bad:
+            return f"--models: unknown {bad}; choose from {', '.join(models)}"
+        sizes = ["episodes", "test_episodes", *(k for k in budget if k not in ("episodes", "test"))]
+        if min(getattr(a, k) for k in sizes) < 1:
+            return ", ".join("--" + k.replace("_", "-") for k in sizes) + " must all be >= 1"
+        return None
+
+    return C.parse_args(script, doc.split("\n\n")[0], 3, argv, extra, check)
+
+
+def cell_summary(cs: list[dict]) -> dict:
+    """What every model's summary holds whatever the task: seeds, episodes, size, wall time
+    and the learned η."""
+    return {
+        "seeds": [c["seed"] for c in cs],
+        "episodes": sorted({c["episodes"] for c in cs}),
+        "parameters": cs[0]["parameters"],
+        "units": cs[0]["units"],
+        "wall_s": [c["wall_s"] for c in cs],
+        "eta": [c.get("eta") for c in cs],
+    }
+
+
+def cell_row(model: str, summary: dict, *metrics: str, paper: str | None = None) -> list[str]:
+    """A table row: the model, its size and budget, the given metric columns, s/seed and the
+    paper's statement."""
+    return [
+        LABELS.get(model, model),
+        summary["units"],
+        f"{summary['parameters']:,}",
+        "/".join(str(e) for e in summary["episodes"]),
+        *metrics,
+        f"{np.mean(summary['wall_s']):.0f}",
+        paper or "— (not in the paper)",
+    ]
+
+
+def report(args, name: str, claims: list[tuple[str, bool, str]], png: Path, payload: dict) -> None:
+    """Print the claims (``dp-fa``'s are ours, the rest the paper's) and write
+    ``data/results/<name>.json`` (or ``--results``; none after ``--quick``)."""
+    print()
+    for text, ok, measured in claims:
+        src = "ours" if "dp-fa" in text else "paper"
+        print(C.claim(text, measured, ok, args.quick, src))
+    results = args.results or (None if args.quick else Path(f"data/results/{name}.json"))
+    if results is not None:
+        payload = {
+            "commands": commands(results),
+            **payload,
+            "lr": args.lr,
+            "test_episodes": args.test_episodes,
+            "claims": [{"claim": t, "holds": bool(o), "measured": m} for t, o, m in claims],
+        }
+        write_results(results, payload, png)
+        print(f"wrote {results}")
+
+
+def models(n_in: int, n_out: int, **options) -> dict[str, Callable[[int], Any]]:
+    """``bioprop.plasticity.presets.models`` plus ``dp-fa``: the plastic RNN, trained
+    without BPTT (:func:`run_cell` picks the rule by the model's name)."""
+    from bioprop.plasticity import presets
+
+    builders = presets.models(n_in, n_out, **options)
+    return {**builders, "dp-fa": builders["plastic"]}
+
+
+def seeds(args) -> list[int]:
+    return list(range(args.first_seed, args.first_seed + args.seeds))
+
+
 def load_cells(out: Path) -> dict[str, list[dict]]:
     """Every cell in ``<out>/cells``, by model (in :data:`LABELS` order)."""
     cells: dict[str, list[dict]] = {}

@@ -30,6 +30,9 @@ import bioprop as bp
 from bioprop.analysis import target_propagation as tpa
 from bioprop.recording.provenance import timestamp
 
+import _common
+from _common import claim, table  # noqa: F401 (re-exported for the tp scripts)
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "data" / "results"
 PAPERS = ROOT / "data" / "papers" / "target_propagation.csv"
@@ -60,25 +63,9 @@ class Variant:
         return self.epochs - self.options.get("inverse_warmup_epochs", 0)
 
 
-def validation_split(ds: bp.data.Dataset, n_val: int = 10_000) -> bp.data.Dataset:
-    """The training set split in two: the first n − n_val samples train, the last n_val
-    stand in for the test set (for tuning; the test set stays untouched)."""
-    n = ds.x_train.shape[0]
-    return bp.data.Dataset(
-        f"{ds.name} (validation split: last {n_val} training samples)",
-        ds.x_train[: n - n_val],
-        ds.y_train[: n - n_val],
-        ds.x_train[n - n_val :],
-        ds.y_train[n - n_val :],
-        ds.kind,
-        ds.n_classes,
-        dict(ds.meta),
-    )
-
-
 def load(dataset: str, quick: bool, validation: bool) -> bp.data.Dataset:
     ds = bp.data.load_for_run(dataset, quick=quick)
-    return validation_split(ds, 500 if quick else 10_000) if validation else ds
+    return ds.validation_split(500 if quick else 10_000) if validation else ds
 
 
 def run_variants(
@@ -134,6 +121,76 @@ def run_variants(
                 flush=True,
             )
     return results
+
+
+@dataclass
+class Experiment:
+    """What :func:`run_experiment` hands back to a script: its arguments, data, variants,
+    per-seed results, angle recordings per variant and the alignment figure."""
+
+    args: Any
+    data: bp.data.Dataset
+    variants: list[Variant]
+    results: dict[str, list[dict[str, float]]]
+    angles: dict[str, dict[str, xr.Dataset]]
+    figure: Path
+    t0: float
+
+    @property
+    def error(self) -> dict[str, float]:
+        """Mean test error over seeds per variant."""
+        return {
+            v.label: mean([r["test_error"] for r in self.results[v.label]]) for v in self.variants
+        }
+
+
+def run_experiment(
+    name: str,
+    doc: str,
+    rules: str,
+    epochs: int,
+    variants: Callable[[list[str], int], list[Variant]],
+    build: Callable[[int], bp.Circuit],
+    argv: Sequence[str] | None,
+    batch_size: int,
+    record_every: int,
+    samples: int,
+) -> Experiment:
+    """The shared body of a target-propagation script: parse the image-script arguments (plus
+    ``--validation``), load the data, run every variant × seed (:func:`run_variants`, cross-
+    entropy), read the angles off the recordings and plot them."""
+    p = _common.image_parser(name, doc, rules, epochs)
+    p.add_argument(
+        "--validation", action="store_true", help="test on the last 10 000 training images"
+    )
+    args = p.parse_args(argv)
+    out, chosen = _common.image_setup(args, name)
+    t0 = time.perf_counter()
+    data = load(args.dataset, args.quick, args.validation)
+    vs = variants(chosen, args.epochs)
+    print(f"{data.name}: {', '.join(v.label for v in vs)}, {args.seeds} seed(s)")
+    res = run_variants(
+        vs,
+        build,
+        data,
+        out,
+        args.seeds,
+        loss="cross-entropy",
+        batch_size=batch_size,
+        record_every=record_every,
+        samples=samples,
+        quick=args.quick,
+    )
+    angles = {v.label: seed_angles(out, v.label, args.seeds) for v in vs}
+    angles = {k: a for k, a in angles.items() if a}
+    return Experiment(args, data, vs, res, angles, plot_angles(out / "alignment.png", angles), t0)
+
+
+def summarize_angles(exp: Experiment, batch_size: int) -> dict:
+    """:func:`angle_summary` of every variant that recorded angles."""
+    steps_per_epoch = -(-exp.data.x_train.shape[0] // batch_size)
+    by_label = {v.label: v for v in exp.variants}
+    return {k: angle_summary(a, by_label[k], steps_per_epoch) for k, a in exp.angles.items()}
 
 
 def mean_sd(values: Sequence[float], scale: float = 100.0, fmt: str = ".2f") -> str:
@@ -254,17 +311,50 @@ def plot_angles(path: Path, angles: dict[str, dict[str, xr.Dataset]]) -> Path:
     return path
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+def variant_table(vs: Sequence[Variant], res: dict[str, list[dict]], paper: str, ours: str) -> str:
+    """The printed table of a variants experiment: test error (mean ± sd over seeds), the
+    forward-epoch budget, passes over the data and wall time per seed (no paper numbers:
+    they could not be retrieved here, see data/papers)."""
+    rows = []
+    for v in vs:
+        errs = [r["test_error"] for r in res[v.label]]
+        wall = mean([r["wall_s"] for r in res[v.label]])
+        rows.append([v.label, "—", mean_sd(errs), v.forward_epochs, v.epochs, f"{wall:.0f}"])
+    headers = ["rule", paper, ours, "forward epochs", "passes", "wall/seed (s)"]
+    return table(headers, rows)
 
 
-def claim(statement: str, measured: str, holds: bool, quick: bool) -> str:
-    verdict = "not tested (--quick budget)" if quick else ("HOLDS" if holds else "DOES NOT HOLD")
-    return f"- {statement}\n  measured: {measured}\n  -> {verdict}"
+def finish(name: str, exp: Experiment, summary: dict, claims: list[str]) -> int:
+    """Print the claims and the budget, write ``data/results/<name>.json`` (full runs)."""
+    args = exp.args
+    print("\nclaims:")
+    print("\n".join(claims))
+    budget = "quick" if args.quick else f"{args.epochs} forward epoch(s)"
+    print(f"\n{args.seeds} seed(s), {budget}; wrote {exp.figure.parent}/*.h5 and {exp.figure.name}")
+    variants = {
+        v.label: {
+            "rule": v.rule,
+            "options": {k: repr(x) for k, x in v.options.items()},
+            "optimizer": repr(v.optimizer),
+            "passes": v.epochs,
+            "per_seed": exp.results[v.label],
+        }
+        for v in exp.variants
+    }
+    payload = {
+        "dataset": exp.data.name,
+        "seeds": args.seeds,
+        "forward_epochs": args.epochs,
+        "variants": variants,
+        "angles": summary,
+        "claims": claims,
+        "wall_s": time.perf_counter() - exp.t0,
+    }
+    path = write_results(name, payload, args.quick, figure=exp.figure)
+    if path:
+        print(f"results: {path}")
+    print(f"{time.perf_counter() - exp.t0:.0f} s")
+    return 0
 
 
 def _commit() -> str:

@@ -19,11 +19,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import _tp_common as tpc
-
 import bioprop as bp
 
 import _common
+import _tp_common as tpc
 
 # test error %, Bartunov et al. 2018, Table 1 (MNIST, fully connected)
 PAPER_MNIST = {"bp": 1.48, "fa": 1.85, "dfa": 2.75, "dtp": 2.86, "dtp-alternating": 1.83}
@@ -37,7 +36,7 @@ def task(dataset: str, epochs: int, lr: float, validation: bool = False) -> bp.t
 
     def load(seed: int, quick: bool) -> bp.data.Dataset:
         ds = base.load(seed, quick)
-        return tpc.validation_split(ds, 500 if quick else 10_000) if validation else ds
+        return ds.validation_split(500 if quick else 10_000) if validation else ds
 
     return bp.tasks.Task(
         f"{dataset}-5x256",
@@ -166,16 +165,7 @@ def main(argv=None) -> int:
     others = [r for r in rules if r not in DTP_RULES]
     ds = None
     if others:
-        ds = bp.compare(
-            t,
-            rules=others,
-            seeds=args.seeds,
-            out=out,
-            quick=args.quick,
-            overwrite=args.overwrite or args.quick,
-            progress=False,
-        )
-        print(bp.compare_table(ds))
+        ds = _common.compare(t, others, args, out)
     vs = dtp_variants(rules, args)
     res = {}
     if vs:

@@ -137,22 +137,17 @@ def task(name, data, layers: int, p: float, epochs: int, budget: dict) -> bp.tas
     with p_update ``p`` and their modules at their own learning rate (optimizer group
     "module")."""
     with_modules = ("adam", {"lr": LR, "module_lr": MODULE_LR})
-    return bp.tasks.Task(
+    return C.relu_task(
         f"{name}-fcn{layers}",
         f"{name}, 784-{'-'.join(['256'] * (layers - 1))}-10 ReLU, cross-entropy, Adam",
-        lambda seed, quick: data,
+        data,
         [784] + [WIDTH] * (layers - 1) + [10],
-        activation="relu",
-        output_activation="linear",
-        init=bp.init.kaiming_uniform(math.sqrt(2.0)),
-        loss="cross-entropy",
-        optimizer=("adam", {"lr": LR}),
+        LR,
+        epochs,
+        budget["max_steps"],
+        BATCH,
         rule_optimizer={"dni": with_modules, "cdni": with_modules},
         rule_options={"dni": {"p_update": p}, "cdni": {"p_update": p}},
-        epochs=epochs,
-        quick_epochs=epochs,
-        quick_max_steps=budget["max_steps"],
-        batch_size=BATCH,
         reference="Jaderberg et al. 2017, Table 1 (MNIST FCN)",
     )
 

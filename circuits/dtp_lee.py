@@ -14,13 +14,9 @@ and B5 out of the forward update; we do not copy that).
 
 from __future__ import annotations
 
-import time
-
-import _tp_common as tpc
-
 import bioprop as bp
 
-import _common
+import _tp_common as tpc
 
 SIZES = [784] + [240] * 7 + [10]
 BATCH = 100
@@ -62,54 +58,20 @@ def variants(rules: list[str], epochs: int) -> list[tpc.Variant]:
 
 
 def main(argv=None) -> int:
-    p = _common.image_parser("dtp_lee", __doc__, "bp,fa,tp,dtp", 6)
-    p.add_argument(
-        "--validation", action="store_true", help="test on the last 10 000 training images"
+    exp = tpc.run_experiment(
+        "dtp_lee", __doc__, "bp,fa,tp,dtp", 6, variants, build, argv, BATCH, 200, 16
     )
-    args = p.parse_args(argv)
-    out, rules = _common.image_setup(args, "dtp_lee")
-    t0 = time.perf_counter()
-    data = tpc.load(args.dataset, args.quick, args.validation)
-    vs = variants(rules, args.epochs)
-    print(f"{data.name}: {', '.join(v.label for v in vs)}, {args.seeds} seed(s)")
-    res = tpc.run_variants(
-        vs,
-        build,
-        data,
-        out,
-        args.seeds,
-        loss="cross-entropy",
-        batch_size=BATCH,
-        record_every=200,
-        samples=16,
-        quick=args.quick,
-    )
-    angles = {v.label: tpc.seed_angles(out, v.label, args.seeds) for v in vs if v.rule != "bp"}
-    angles = {k: a for k, a in angles.items() if a}
-    png = tpc.plot_angles(out / "alignment.png", angles)
-
-    rows = []
-    for v in vs:
-        errs = [r["test_error"] for r in res[v.label]]
-        wall = tpc.mean([r["wall_s"] for r in res[v.label]])
-        rows.append([v.label, "—", tpc.mean_sd(errs), v.forward_epochs, v.epochs, f"{wall:.0f}"])
     print()
     print(
-        tpc.table(
-            [
-                "rule",
-                "paper, MNIST test error %",
-                f"ours, {args.dataset} test error %",
-                "forward epochs",
-                "passes",
-                "wall/seed (s)",
-            ],
-            rows,
+        tpc.variant_table(
+            exp.variants,
+            exp.results,
+            "paper, MNIST test error %",
+            f"ours, {exp.args.dataset} test error %",
         )
     )
     print("(Lee et al.'s MNIST errors could not be retrieved here; see data/papers.)")
-
-    err = {v.label: tpc.mean([r["test_error"] for r in res[v.label]]) for v in vs}
+    err, quick = exp.error, exp.args.quick
     claims = []
     if {"tp", "dtp"} <= set(err):
         claims.append(
@@ -117,7 +79,7 @@ def main(argv=None) -> int:
                 "dtp trains the deep tanh net; tp without the difference correction does worse",
                 f"test error dtp {100 * err['dtp']:.2f} %, tp {100 * err['tp']:.2f} %",
                 err["dtp"] < err["tp"],
-                args.quick,
+                quick,
             )
         )
     if {"bp", "dtp"} <= set(err):
@@ -126,44 +88,12 @@ def main(argv=None) -> int:
                 "dtp comes close to bp (Lee et al.: comparable results in deep nets)",
                 f"dtp − bp = {100 * (err['dtp'] - err['bp']):+.2f} percentage points",
                 err["dtp"] - err["bp"] < 0.025,
-                args.quick,
+                quick,
             )
         )
-    steps_per_epoch = -(-data.x_train.shape[0] // BATCH)
-    by_label = {v.label: v for v in vs}
-    summary = {k: tpc.angle_summary(a, by_label[k], steps_per_epoch) for k, a in angles.items()}
-    claims += tpc.angle_claims({k: s for k, s in summary.items() if k == "dtp"}, args.quick)
-    print("\nclaims:")
-    print("\n".join(claims))
-    budget = "quick" if args.quick else f"{args.epochs} forward epoch(s)"
-    print(f"\n{args.seeds} seed(s), {budget}, batch {BATCH}; wrote {out}/*.h5 and {png.name}")
-    path = tpc.write_results(
-        "dtp_lee",
-        {
-            "dataset": data.name,
-            "seeds": args.seeds,
-            "forward_epochs": args.epochs,
-            "variants": {
-                v.label: {
-                    "rule": v.rule,
-                    "options": {k: repr(x) for k, x in v.options.items()},
-                    "optimizer": repr(v.optimizer),
-                    "passes": v.epochs,
-                    "per_seed": res[v.label],
-                }
-                for v in vs
-            },
-            "angles": summary,
-            "claims": claims,
-            "wall_s": time.perf_counter() - t0,
-        },
-        args.quick,
-        figure=png,
-    )
-    if path:
-        print(f"results: {path}")
-    print(f"{time.perf_counter() - t0:.0f} s")
-    return 0
+    summary = tpc.summarize_angles(exp, BATCH)
+    claims += tpc.angle_claims({k: s for k, s in summary.items() if k == "dtp"}, quick)
+    return tpc.finish("dtp_lee", exp, summary, claims)
 
 
 if __name__ == "__main__":

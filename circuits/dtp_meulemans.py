@@ -17,13 +17,9 @@ epoch after each epoch (``extra_fb_epochs``); Xavier-uniform instead of Xavier-n
 
 from __future__ import annotations
 
-import time
-
-import _tp_common as tpc
-
 import bioprop as bp
 
-import _common
+import _tp_common as tpc
 
 SIZES = [784] + [256] * 5 + [10]
 BATCH = 128
@@ -103,63 +99,38 @@ def build(seed: int) -> bp.Circuit:
 
 
 def main(argv=None) -> int:
-    p = _common.image_parser("dtp_meulemans", __doc__, "bp,dtp,dtp-drl,ddtp-linear", 4)
-    p.add_argument(
-        "--validation", action="store_true", help="test on the last 10 000 training images"
-    )
-    args = p.parse_args(argv)
-    out, rules = _common.image_setup(args, "dtp_meulemans")
-    t0 = time.perf_counter()
-    data = tpc.load(args.dataset, args.quick, args.validation)
-    vs = variants(rules, args.epochs)
-    print(f"{data.name}: {', '.join(v.label for v in vs)}, {args.seeds} seed(s)")
-    res = tpc.run_variants(
-        vs,
+    exp = tpc.run_experiment(
+        "dtp_meulemans",
+        __doc__,
+        "bp,dtp,dtp-drl,ddtp-linear",
+        4,
+        variants,
         build,
-        data,
-        out,
-        args.seeds,
-        loss="cross-entropy",
-        batch_size=BATCH,
-        record_every=94,
-        samples=32,
-        quick=args.quick,
+        argv,
+        BATCH,
+        94,
+        32,
     )
-    angles = {v.label: tpc.seed_angles(out, v.label, args.seeds) for v in vs}
-    angles = {k: a for k, a in angles.items() if a}
-    png = tpc.plot_angles(out / "alignment.png", angles)
-    err = {v.label: tpc.mean([r["test_error"] for r in res[v.label]]) for v in vs}
-    rows = []
-    for v in vs:
-        errs = [r["test_error"] for r in res[v.label]]
-        wall = tpc.mean([r["wall_s"] for r in res[v.label]])
-        rows.append([v.label, "—", tpc.mean_sd(errs), v.forward_epochs, v.epochs, f"{wall:.0f}"])
     print()
     print(
-        tpc.table(
-            [
-                "rule",
-                "paper, F-MNIST test error %",
-                f"ours, {args.dataset} test error %",
-                "forward epochs",
-                "passes",
-                "wall/seed (s)",
-            ],
-            rows,
+        tpc.variant_table(
+            exp.variants,
+            exp.results,
+            "paper, F-MNIST test error %",
+            f"ours, {exp.args.dataset} test error %",
         )
     )
     print("(Meulemans et al.'s Table 1 errors could not be retrieved here; see data/papers.)")
-    steps_per_epoch = -(-data.x_train.shape[0] // BATCH)
-    by_label = {v.label: v for v in vs}
-    summary = {k: tpc.angle_summary(a, by_label[k], steps_per_epoch) for k, a in angles.items()}
-    claims = tpc.angle_claims(summary, args.quick)
+    err, quick = exp.error, exp.args.quick
+    summary = tpc.summarize_angles(exp, BATCH)
+    claims = tpc.angle_claims(summary, quick)
     if {"bp", "dtp"} <= set(err):
         claims.append(
             tpc.claim(
                 "dtp within 2.5 percentage points of bp at the same epoch budget",
                 f"dtp − bp = {100 * (err['dtp'] - err['bp']):+.2f} points",
                 err["dtp"] - err["bp"] <= 0.025,
-                args.quick,
+                quick,
             )
         )
     if {"dtp", "dtp-drl", "ddtp-linear"} <= set(err):
@@ -168,40 +139,10 @@ def main(argv=None) -> int:
                 "the difference reconstruction loss helps: dtp-drl and ddtp-linear ≤ dtp",
                 ", ".join(f"{k} {100 * err[k]:.2f} %" for k in ("dtp", "dtp-drl", "ddtp-linear")),
                 max(err["dtp-drl"], err["ddtp-linear"]) <= err["dtp"],
-                args.quick,
+                quick,
             )
         )
-    print("\nclaims:")
-    print("\n".join(claims))
-    budget = "quick" if args.quick else f"{args.epochs} forward epoch(s)"
-    print(f"\n{args.seeds} seed(s), {budget}, batch {BATCH}; wrote {out}/*.h5 and {png.name}")
-    path = tpc.write_results(
-        "dtp_meulemans",
-        {
-            "dataset": data.name,
-            "seeds": args.seeds,
-            "forward_epochs": args.epochs,
-            "variants": {
-                v.label: {
-                    "rule": v.rule,
-                    "options": {k: repr(x) for k, x in v.options.items()},
-                    "optimizer": repr(v.optimizer),
-                    "passes": v.epochs,
-                    "per_seed": res[v.label],
-                }
-                for v in vs
-            },
-            "angles": summary,
-            "claims": claims,
-            "wall_s": time.perf_counter() - t0,
-        },
-        args.quick,
-        figure=png,
-    )
-    if path:
-        print(f"results: {path}")
-    print(f"{time.perf_counter() - t0:.0f} s")
-    return 0
+    return tpc.finish("dtp_meulemans", exp, summary, claims)
 
 
 if __name__ == "__main__":

@@ -39,9 +39,8 @@ QUICK = {"steps": 100, "eval_every": 20, "record_every": 50, "fa_record_every": 
 
 
 def make_rule(name: str) -> bp.rules.Rule:
-    if name == "fa":
-        return bp.rules.get("fa", feedback_init=bp.init.uniform(0.5))
-    return bp.rules.get(name)
+    """The rule with task 'linear''s options for it (fa: B ~ U[±0.5], Lillicrap et al.)."""
+    return bp.tasks.get("linear").rule(name)
 
 
 def train_one(rule: str, s: int, budget: dict, args) -> tuple[xr.DataArray, str]:

@@ -79,16 +79,7 @@ def main(argv=None) -> int:
         options = {"feedback_init": bp.init.uniform(args.feedback_scale)}
         task = replace(task, rule_options={r: options for r in ("fa", "dfa", "sign-symmetry")})
     t0 = time.perf_counter()
-    ds = bp.compare(
-        task,
-        rules=rules,
-        seeds=args.seeds,
-        out=out,
-        quick=args.quick,
-        overwrite=args.overwrite or args.quick,
-        progress=False,
-    )
-    print(bp.compare_table(ds))
+    ds = _common.compare(task, rules, args, out)
     plot_alignment(out, rules, args.seeds)
     print()
     print(_common.paper_table(ds, rules, PAPER_MNIST, args.dataset))

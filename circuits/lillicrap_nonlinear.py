@@ -38,9 +38,8 @@ QUICK = {"n_train": 500, "epochs": 1, "n_test": 200, "eval_every": 10, "record_e
 
 
 def make_rule(name: str) -> bp.rules.Rule:
-    if name == "fa":
-        return bp.rules.get("fa", feedback_init=bp.init.uniform(0.5))
-    return bp.rules.get(name)
+    """The rule with task 'nonlinear''s options for it (fa: B ~ U[±0.5], Lillicrap et al.)."""
+    return bp.tasks.get("nonlinear").rule(name)
 
 
 def linear_fit_nse(data: bp.data.Dataset) -> float:

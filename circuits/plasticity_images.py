@@ -26,58 +26,31 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import _plasticity as P
 import numpy as np
 
 import bioprop as bp
-from bioprop.plasticity import ImageCompletion, prepare_images, presets
+from bioprop.plasticity import ImageCompletion, prepare_images
 from bioprop.plasticity.evaluate import evaluate
 
 import _common as C
+import _plasticity as P
 
 PAPER = {  # data/papers/miconi2018.csv
     "plastic": "reconstructs novel images (1000+ pixels) after ~3000 episodes",
     "rnn": "non-plastic recurrent networks fail",
     "lstm": "fails",
-    "dp-fa": "— (not in the paper)",
 }
-MODELS = ("plastic", "rnn", "lstm", "dp-fa")
+MODELS = (*PAPER, "dp-fa")
 FULL = {"episodes": 3000, "test": 100}
 QUICK = {"episodes": 4, "test": 4}
 
 
 def parse_args(argv=None):
-    def extra(p):
-        p.add_argument(
-            "--models",
-            default=",".join(MODELS),
-            help="default %(default)s; 'none' only tabulates the cells already in --out",
-        )
-        p.add_argument("--episodes", type=int, default=None, help="outer updates (default 3000)")
-        p.add_argument("--test-episodes", type=int, default=None, help="held out (default 100)")
+    def pool(p):
         p.add_argument("--pool", type=int, default=2, choices=[1, 2, 4], help="default 2")
-        p.add_argument("--lr", type=float, default=1e-4, help="Adam lr (default 1e-4)")
-        p.add_argument("--first-seed", type=int, default=0, help="seeds S..S+N-1 (default 0)")
-        p.add_argument(
-            "--results",
-            type=Path,
-            default=None,
-            help="results JSON (default data/results/plasticity_images.json; none with --quick)",
-        )
 
-    def check(a):
-        budget = QUICK if a.quick else FULL
-        a.episodes = a.episodes or budget["episodes"]
-        a.test_episodes = a.test_episodes or budget["test"]
-        a.models = [m.strip() for m in a.models.split(",") if m.strip() and m != "none"]
-        bad = [m for m in a.models if m not in MODELS]
-        if bad:
-            return f"--models: unknown {bad}; choose from {', '.join(MODELS)}"
-        if min(a.episodes, a.test_episodes) < 1:
-            return "--episodes and --test-episodes must be >= 1"
-        return None
-
-    return C.parse_args("plasticity_images", __doc__.split("\n\n")[0], 3, argv, extra, check)
+    budgets = {"full": FULL, "quick": QUICK}
+    return P.parse_args("plasticity_images", __doc__, MODELS, budgets, 1e-4, argv, pool)
 
 
 def tasks(args) -> tuple[ImageCompletion, ImageCompletion, str]:
@@ -159,10 +132,9 @@ def figure(cells, path: Path, side: int) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    seeds = P.seeds(args)
     train, test, source = tasks(args)
-    builders = presets.models(train.n_in, train.n_out, drive="clamp")
-    builders["dp-fa"] = builders["plastic"]
+    builders = P.models(train.n_in, train.n_out, drive="clamp")
     print(
         f"image completion on {source} ({train.side}x{train.side}), {args.episodes} "
         f"episodes, seeds {seeds}: {', '.join(args.models)}",
@@ -186,49 +158,21 @@ def main(argv=None) -> int:
         test_err = [c["test_metric"] for c in cs]
         novel = [c.get("novel_test_metric", float("nan")) for c in cs]
         summary[m] = {
-            "seeds": [c["seed"] for c in cs],
-            "episodes": sorted({c["episodes"] for c in cs}),
-            "parameters": cs[0]["parameters"],
-            "units": cs[0]["units"],
+            **P.cell_summary(cs),
             "test_mse_erased": test_err,
             "novel_test_mse_erased": novel,
             "train_mse_last50": [P.tail(c["curve"]) for c in cs],
-            "wall_s": [c["wall_s"] for c in cs],
-            "eta": [c.get("eta") for c in cs],
         }
-        rows.append(
-            [
-                P.LABELS.get(m, m),
-                cs[0]["units"],
-                f"{cs[0]['parameters']:,}",
-                "/".join(str(e) for e in summary[m]["episodes"]),
-                P.mean_sd(summary[m]["train_mse_last50"], ".3f"),
-                P.mean_sd(test_err, ".3f"),
-                P.mean_sd(novel, ".3f"),
-                f"{np.mean([c['wall_s'] for c in cs]):.0f}",
-                PAPER.get(m, "—"),
-            ]
-        )
+        train_err = P.mean_sd(summary[m]["train_mse_last50"], ".3f")
+        metrics = (train_err, P.mean_sd(test_err, ".3f"), P.mean_sd(novel, ".3f"))
+        rows.append(P.cell_row(m, summary[m], *metrics, paper=PAPER.get(m)))
     rows.append(
         ["zero fill (reference)", "—", "—", "—", "—", f"{ref['zero_fill']:.3f}", "—", "—", "—"]
     )
+    headers = ["network", "units", "parameters", "episodes", "train (last 50)"]
+    headers += ["held-out error", "novel test image", "s/seed", "paper"]
     print()
-    print(
-        C.table(
-            [
-                "network",
-                "units",
-                "parameters",
-                "episodes",
-                "train (last 50)",
-                "held-out error",
-                "novel test image",
-                "s/seed",
-                "paper",
-            ],
-            rows,
-        )
-    )
+    print(C.table(headers, rows))
     claims = []
     zero = ref["zero_fill"]
 
@@ -265,31 +209,17 @@ def main(argv=None) -> int:
                 f"{e:.3f}, novel {nv:.3f}",
             )
         )
-    print()
-    for text, ok, measured in claims:
-        src = "ours" if "dp-fa" in text else "paper"
-        print(C.claim(text, measured, ok, args.quick, src))
     png = Path(args.out) / "plasticity_images.png"
     figure(cells, png, train.side)
     print(f"\nwrote {png} and recordings in {args.out} ({C.wall(args)})")
-    results = args.results or (None if args.quick else Path("data/results/plasticity_images.json"))
-    if results is not None:
-        P.write_results(
-            results,
-            {
-                "experiment": "Miconi et al. 2018 §4.2 image completion (Fashion-MNIST)",
-                "commands": P.commands(results),
-                "dataset": source,
-                "side": train.side,
-                "lr": args.lr,
-                "test_episodes": args.test_episodes,
-                "zero_fill": zero,
-                "models": summary,
-                "claims": [{"claim": t, "holds": bool(o), "measured": m} for t, o, m in claims],
-            },
-            png,
-        )
-        print(f"wrote {results}")
+    payload = {
+        "experiment": "Miconi et al. 2018 §4.2 image completion (Fashion-MNIST)",
+        "dataset": source,
+        "side": train.side,
+        "zero_fill": zero,
+        "models": summary,
+    }
+    P.report(args, "plasticity_images", claims, png, payload)
     return 0
 
 

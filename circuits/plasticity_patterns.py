@@ -28,60 +28,32 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import _plasticity as P
 import numpy as np
 import torch
 from matplotlib.ticker import MaxNLocator
 
-from bioprop.plasticity import PatternMemorisation, presets
+from bioprop.plasticity import PatternMemorisation
 from bioprop.plasticity.evaluate import Evaluation
 
 import _common as C
+import _plasticity as P
 
 PAPER = {  # data/papers/miconi2018.csv
     "plastic": "low error within a few hundred episodes (code default: 2000 episodes)",
     "rnn": "fails (learns something only after hundreds of thousands of episodes)",
     "lstm": "fails (on a 2 x 50-bit version: very long training, still imperfect)",
-    "dp-fa": "— (not in the paper)",
 }
-MODELS = ("plastic", "rnn", "lstm", "dp-fa")
+MODELS = (*PAPER, "dp-fa")
 FULL = {"bits": 1000, "episodes": 400, "test": 100}
 QUICK = {"bits": 40, "episodes": 6, "test": 4}
 
 
 def parse_args(argv=None):
-    def extra(p):
-        p.add_argument(
-            "--models",
-            default=",".join(MODELS),
-            help="default %(default)s; 'none' only tabulates the cells already in --out",
-        )
-        p.add_argument("--episodes", type=int, default=None, help="outer updates (default 400)")
-        p.add_argument("--test-episodes", type=int, default=None, help="held out (default 100)")
+    def bits(p):
         p.add_argument("--bits", type=int, default=None, help="pattern length (default 1000)")
-        p.add_argument("--lr", type=float, default=3e-4, help="Adam lr (default 3e-4)")
-        p.add_argument("--first-seed", type=int, default=0, help="seeds S..S+N-1 (default 0)")
-        p.add_argument(
-            "--results",
-            type=Path,
-            default=None,
-            help="results JSON (default data/results/plasticity_patterns.json; none with --quick)",
-        )
 
-    def check(a):
-        budget = QUICK if a.quick else FULL
-        a.episodes = a.episodes or budget["episodes"]
-        a.test_episodes = a.test_episodes or budget["test"]
-        a.bits = a.bits or budget["bits"]
-        a.models = [m.strip() for m in a.models.split(",") if m.strip() and m != "none"]
-        bad = [m for m in a.models if m not in MODELS]
-        if bad:
-            return f"--models: unknown {bad}; choose from {', '.join(MODELS)}"
-        if min(a.episodes, a.test_episodes, a.bits) < 1:
-            return "--episodes, --test-episodes and --bits must be >= 1"
-        return None
-
-    return C.parse_args("plasticity_patterns", __doc__.split("\n\n")[0], 3, argv, extra, check)
+    budgets = {"full": FULL, "quick": QUICK}
+    return P.parse_args("plasticity_patterns", __doc__, MODELS, budgets, 3e-4, argv, bits)
 
 
 def recency_angles(circuit, ev: Evaluation) -> dict:
@@ -271,14 +243,13 @@ def figure(cells, path: Path, bits: int, out: Path) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    seeds = P.seeds(args)
     task = PatternMemorisation(n_bits=args.bits)
     lstm_task = PatternMemorisation(n_bits=args.bits, gain=1.0)
-    builders = presets.models(args.bits, args.bits)
-    builders["dp-fa"] = builders["plastic"]
+    builders = P.models(args.bits, args.bits)
     print(
         f"pattern memorisation, {args.bits} bits, {args.episodes} episodes, seeds "
-        f"{list(seeds)}: {', '.join(args.models)}",
+        f"{seeds}: {', '.join(args.models)}",
         flush=True,
     )
     for model in args.models:
@@ -296,87 +267,44 @@ def main(argv=None) -> int:
         test = [c["test_metric"] for c in cs]
         reach = [P.first_below(c["curve"], 0.05) for c in cs]
         summary[m] = {
-            "seeds": [c["seed"] for c in cs],
-            "episodes": sorted({c["episodes"] for c in cs}),
-            "parameters": cs[0]["parameters"],
-            "units": cs[0]["units"],
+            **P.cell_summary(cs),
             "test_sign_error": test,
             "train_sign_error_last50": [P.tail(c["curve"]) for c in cs],
             "episodes_to_5pct": reach,
-            "wall_s": [c["wall_s"] for c in cs],
-            "eta": [c.get("eta") for c in cs],
             "angle_to_sum": [c.get("angle_to_sum") for c in cs],
             "alpha_quantiles_5_50_95": [c.get("alpha_quantiles") for c in cs],
             "angle_by_recency": [c.get("angle_by_recency") for c in cs],
         }
         if m in ("plastic", "dp-fa"):
             summary[m]["recording"] = [from_recording(args.out, m, c["seed"]) for c in cs]
-        rows.append(
-            [
-                P.LABELS.get(m, m),
-                cs[0]["units"],
-                f"{cs[0]['parameters']:,}",
-                "/".join(str(e) for e in summary[m]["episodes"]),
-                P.mean_sd(summary[m]["train_sign_error_last50"], ".3f"),
-                P.mean_sd(test, ".3f"),
-                C.mean_sd(reach, ".0f"),
-                f"{np.mean([c['wall_s'] for c in cs]):.0f}",
-                PAPER.get(m, "—"),
-            ]
-        )
+        train = P.mean_sd(summary[m]["train_sign_error_last50"], ".3f")
+        metrics = (train, P.mean_sd(test, ".3f"), C.mean_sd(reach, ".0f"))
+        rows.append(P.cell_row(m, summary[m], *metrics, paper=PAPER.get(m)))
+    headers = ["network", "units", "parameters", "episodes", "train error (last 50)"]
+    headers += ["held-out sign error", "episodes to < 5 %", "s/seed", "paper"]
     print()
-    print(
-        C.table(
-            [
-                "network",
-                "units",
-                "parameters",
-                "episodes",
-                "train error (last 50)",
-                "held-out sign error",
-                "episodes to < 5 %",
-                "s/seed",
-                "paper",
-            ],
-            rows,
-        )
-    )
+    print(C.table(headers, rows))
     claims = []
 
     def verdict(m, ok, text):
         if m in summary:
-            v = summary[m]["test_sign_error"]
-            claims.append((text, ok(np.mean(v)), f"{np.mean(v):.3f} over {len(v)} seed(s)"))
+            v = np.mean(summary[m]["test_sign_error"])
+            n = len(summary[m]["test_sign_error"])
+            claims.append((text, ok(v), f"held-out sign error {v:.3f} over {n} seed(s)"))
 
     verdict("plastic", lambda v: v < 0.05, "the plastic RNN's sign error falls below 5 %")
     verdict("rnn", lambda v: v > 0.25, "the non-plastic RNN (same budget) stays far above it")
     verdict("lstm", lambda v: v > 0.25, "the LSTM (same budget) stays far above it")
     verdict("dp-fa", lambda v: v < 0.05, "without BPTT (dp-fa) the plastic RNN still learns it")
-    print()
-    for text, ok, measured in claims:
-        src = "ours" if "dp-fa" in text else "paper"
-        print(C.claim(text, f"held-out sign error {measured}", ok, args.quick, src))
     png = Path(args.out) / "plasticity_patterns.png"
     figure(cells, png, args.bits, args.out)
     print(
         f"\nwrote {png} and {sum(len(c) for c in cells.values())} recordings in {args.out} "
         f"({C.wall(args)})"
     )
-    results = args.results or (
-        None if args.quick else Path("data/results/plasticity_patterns.json")
-    )
-    if results is not None:
-        payload = {
-            "experiment": "Miconi et al. 2018 §4.1 binary pattern memorisation",
-            "commands": P.commands(results),
-            "bits": args.bits,
-            "lr": args.lr,
-            "test_episodes": args.test_episodes,
-            "models": summary,
-            "claims": [{"claim": t, "holds": bool(o), "measured": m} for t, o, m in claims],
-        }
-        P.write_results(results, payload, png)
-        print(f"wrote {results}")
+    experiment = "Miconi et al. 2018 §4.1 binary pattern memorisation"
+    payload = {"experiment": experiment, "bits": args.bits, "models": summary}
+    P.report(args, "plasticity_patterns", claims, png, payload)
     return 0
 
 

@@ -90,21 +90,16 @@ def task(data: bp.data.Dataset, epochs: int, budget: dict) -> bp.tasks.Task:
     """The whole network (784-256-256-256-10 ReLU), softmax cross-entropy, Adam; the modules
     of dni and vfbn (and the local head) at their own rate (optimizer group "module")."""
     with_modules = ("adam", {"lr": LR, "module_lr": MODULE_LR})
-    return bp.tasks.Task(
+    return C.relu_task(
         "fashion-mnist-vfbn",
         "Fashion-MNIST, 784-256-256-256-10 ReLU split at hidden2, cross-entropy, Adam",
-        lambda seed, quick: data,
+        data,
         SIZES,
-        activation="relu",
-        output_activation="linear",
-        init=bp.init.kaiming_uniform(math.sqrt(2.0)),
-        loss="cross-entropy",
-        optimizer=("adam", {"lr": LR}),
+        LR,
+        epochs,
+        budget["max_steps"],
+        BATCH,
         rule_optimizer={"dni": with_modules, "vfbn": with_modules},
-        epochs=epochs,
-        quick_epochs=epochs,
-        quick_max_steps=budget["max_steps"],
-        batch_size=BATCH,
         reference="Miyato et al. 2017 (CIFAR-10, ResNet-110 in two halves)",
     )
 
@@ -211,47 +206,33 @@ def main(argv=None) -> None:
         d, se, _ = gap(worse, better)
         return d > 2 * se
 
+    def miyato(statement: str, measured: str, holds: bool) -> None:
+        print(C.claim(statement, measured, holds, args.quick, source="Miyato et al. 2017"))
+
     print("\nClaims (Miyato et al. 2017); a difference counts when it exceeds 2 standard errors")
-    print(
-        C.claim(
-            "VFBN beats the bottom half alone and the local supervised head",
-            f"bottom half − vfbn: {gap('bp, bottom half', 'vfbn')[2]}; "
-            f"local head − vfbn: {gap('local head', 'vfbn')[2]}",
-            clear("bp, bottom half", "vfbn") and clear("local head", "vfbn"),
-            args.quick,
-            source="Miyato et al. 2017",
-        )
+    miyato(
+        "VFBN beats the bottom half alone and the local supervised head",
+        f"bottom half − vfbn: {gap('bp, bottom half', 'vfbn')[2]}; "
+        f"local head − vfbn: {gap('local head', 'vfbn')[2]}",
+        clear("bp, bottom half", "vfbn") and clear("local head", "vfbn"),
     )
-    print(
-        C.claim(
-            "VFBN is worse than backprop on the whole network (but close to it)",
-            f"vfbn − bp: {gap('vfbn', 'bp')[2]}",
-            clear("vfbn", "bp"),
-            args.quick,
-            source="Miyato et al. 2017",
-        )
+    miyato(
+        "VFBN is worse than backprop on the whole network (but close to it)",
+        f"vfbn − bp: {gap('vfbn', 'bp')[2]}",
+        clear("vfbn", "bp"),
     )
     a_v = tail(results["vfbn"], "angle")
     a_d = min(tail(results["dni, linear"], "angle"), tail(results["dni, MLP"], "angle"))
-    print(
-        C.claim(
-            "VFBN's synthetic gradient is closer to the true gradient than DNI's (cosine)",
-            f"cos ∠: vfbn {math.cos(math.radians(a_v)):.2f}, best dni "
-            f"{math.cos(math.radians(a_d)):.2f}",
-            a_v < a_d,
-            args.quick,
-            source="Miyato et al. 2017",
-        )
+    miyato(
+        "VFBN's synthetic gradient is closer to the true gradient than DNI's (cosine)",
+        f"cos ∠: vfbn {math.cos(math.radians(a_v)):.2f}, best dni "
+        f"{math.cos(math.radians(a_d)):.2f}",
+        a_v < a_d,
     )
-    print(
-        C.claim(
-            "DNI (Jaderberg et al.'s model) falls behind backprop",
-            f"dni linear − bp: {gap('dni, linear', 'bp')[2]}; "
-            f"dni MLP − bp: {gap('dni, MLP', 'bp')[2]}",
-            clear("dni, linear", "bp") and clear("dni, MLP", "bp"),
-            args.quick,
-            source="Miyato et al. 2017",
-        )
+    miyato(
+        "DNI (Jaderberg et al.'s model) falls behind backprop",
+        f"dni linear − bp: {gap('dni, linear', 'bp')[2]}; dni MLP − bp: {gap('dni, MLP', 'bp')[2]}",
+        clear("dni, linear", "bp") and clear("dni, MLP", "bp"),
     )
 
     fig, ax = C.new_figure(2, width=5.2)

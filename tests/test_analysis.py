@@ -2,6 +2,7 @@
 
 import numpy as np
 import xarray as xr
+from conftest import train_quietly
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -75,16 +76,8 @@ def test_angle_keeps_the_step_dimension_and_skips_nan_samples():
 def test_analyses_run_on_a_recording_and_name_missing_groups(tmp_path):
     data = bp.data.linear_teacher(n_in=8, n_out=3, n_train=40, n_test=8)
     c = bp.Circuit.layered([8, 6, 3], activation="linear", init=bp.init.uniform(0.1), bias=False)
-    bp.train(
-        c,
-        "fa",
-        data,
-        optimizer=("sgd", {"lr": 0.01}),
-        epochs=1,
-        batch_size=4,
-        record=bp.Record(tmp_path / "r.h5", every=2),
-        progress=False,
-    )
+    record = bp.Record(tmp_path / "r.h5", every=2)
+    train_quietly(c, "fa", data, lr=0.01, epochs=1, batch_size=4, record=record)
     rec = bp.load(tmp_path / "r.h5")
     for f in (
         bp.analysis.weight_alignment,

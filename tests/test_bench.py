@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from conftest import train_quietly
 
 from bioprop.experiments import bench
 from bioprop.experiments.cli import main
@@ -55,17 +56,6 @@ def test_the_hand_loop_does_the_same_arithmetic_as_the_fa_trainer():
     c.pathways["output->hidden"].weight.data.copy_(B)
     run = bench.handloop_fa(data, 32, B=B, keep=True)
     w_hand = run()
-    bp.train(
-        c,
-        rule,
-        data,
-        loss="mse",
-        optimizer=("sgd", {"lr": 0.1}),
-        epochs=1,
-        batch_size=32,
-        seed=0,
-        progress=False,
-        evaluate_every_epoch=False,
-    )
+    train_quietly(c, rule, data, lr=0.1, epochs=1, batch_size=32, evaluate_every_epoch=False)
     assert torch.allclose(c.pathways["input->hidden"].weight, w_hand["w1"], atol=1e-5)
     assert torch.allclose(c.pathways["hidden->output"].weight, w_hand["w2"], atol=1e-5)

@@ -1,6 +1,7 @@
 """Crash consistency: a recording killed at any moment opens with every completed record,
 all-or-nothing across the variables of a step; live reading; summary files of compare."""
 
+import contextlib
 import json
 import os
 import subprocess
@@ -13,16 +14,34 @@ import pytest
 
 import bioprop as bp
 
-# A fork server: imports bioprop once, then for every kill forks a child that trains a
-# small circuit recording every step (printing each step after its record is committed)
-# and SIGKILLs it after a random delay.  Prints one JSON line per kill.
-KILLER = textwrap.dedent("""
+# The start of a fork server's script: arguments base directory, number of kills, seed.
+FORK_SERVER = textwrap.dedent("""
     import json, os, random, signal, sys, time
     import torch
     torch.set_num_threads(1)
     import bioprop as bp
-    out, kills, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    base, kills, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     rng = random.Random(seed)
+
+    def fork_child(run):
+        # a child process that calls run(w) with the write end w of a pipe, then exits;
+        # returns the child's pid and the read end of the pipe
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(r)
+            try:
+                run(w)
+            finally:
+                os._exit(0)
+        os.close(w)
+        return pid, r
+""")
+
+# A fork server: imports bioprop once, then for every kill forks a child that trains a
+# small circuit recording every step (printing each step after its record is committed)
+# and SIGKILLs it after a random delay.  Prints one JSON line per kill.
+KILLER = FORK_SERVER + textwrap.dedent("""
     data = bp.data.linear_teacher(n_in=40, n_out=10, n_train=4000, n_test=10, seed=1)
 
     def child(path, w, max_steps=None):
@@ -34,19 +53,11 @@ KILLER = textwrap.dedent("""
                  max_steps=max_steps)
         os.write(w, b"done\\n")
 
-    child(os.path.join(out, "warm-up.h5"), os.open(os.devnull, os.O_WRONLY), max_steps=2)
+    child(os.path.join(base, "warm-up.h5"), os.open(os.devnull, os.O_WRONLY), max_steps=2)
 
     for k in range(kills):
-        path = os.path.join(out, f"run{k}.h5")
-        r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            os.close(r)
-            try:
-                child(path, w)
-            finally:
-                os._exit(0)
-        os.close(w)
+        path = os.path.join(base, f"run{k}.h5")
+        pid, r = fork_child(lambda w: child(path, w))
         time.sleep(rng.uniform(0.0, 1.2))
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
@@ -134,17 +145,28 @@ SLOW_WRITER = textwrap.dedent("""
 """)
 
 
-def test_a_recording_is_readable_by_load_and_inspect_while_it_is_written(tmp_path, capsys):
-    from bioprop.experiments.cli import main
-
-    path = tmp_path / "live.h5"
-    script = tmp_path / "writer.py"
+@contextlib.contextmanager
+def slow_writer(path):
+    """Runs SLOW_WRITER, recording to ``path``, in a child process: waits (60 s at most) for
+    the recording to appear, yields the process and kills it on the way out."""
+    script = path.parent / "writer.py"
     script.write_text(SLOW_WRITER)
     proc = subprocess.Popen([sys.executable, str(script), str(path)])
     try:
         deadline = time.time() + 60
         while not path.exists() and time.time() < deadline:
             time.sleep(0.05)
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_recording_is_readable_by_load_and_inspect_while_it_is_written(tmp_path, capsys):
+    from bioprop.experiments.cli import main
+
+    path = tmp_path / "live.h5"
+    with slow_writer(path) as proc:
         seen = []
         for _ in range(5):
             time.sleep(0.3)
@@ -156,9 +178,6 @@ def test_a_recording_is_readable_by_load_and_inspect_while_it_is_written(tmp_pat
             assert main(["inspect", str(path)]) == 0
             assert "records" in capsys.readouterr().out
         assert seen[-1] > seen[0] > 0, seen
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 # (the test kills it; 1000 steps of 20 ms outlast any test's preamble on a loaded machine)
@@ -167,14 +186,8 @@ def test_a_recording_is_readable_by_load_and_inspect_while_it_is_written(tmp_pat
 # A fork server: imports bioprop once, then for every kill forks a child that runs a quick
 # compare and says (through a pipe) when it starts writing its summary; the summary write is
 # slowed down so that the SIGKILL, after a random delay, falls before, inside and after it.
-COMPARE = textwrap.dedent("""
-    import json, os, random, signal, sys, time
-    import torch
-    torch.set_num_threads(1)
+COMPARE = FORK_SERVER + textwrap.dedent("""
     import xarray as xr
-    import bioprop as bp
-    base, kills, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    rng = random.Random(seed)
     to_netcdf = xr.Dataset.to_netcdf
     said = None
 
@@ -187,23 +200,16 @@ COMPARE = textwrap.dedent("""
 
     xr.Dataset.to_netcdf = slow
 
-    def go(out):
+    def go(out, w):
+        global said
+        said = w
         bp.compare("linear", rules=["bp", "fa"], seeds=1, quick=True, out=out, overwrite=True,
                    progress=False)
 
     # no compare in this process before forking: its threads (dask) would hold locks at fork
     for k in range(kills):
         out = os.path.join(base, f"out{k}")
-        r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            os.close(r)
-            said = w
-            try:
-                go(out)
-            finally:
-                os._exit(0)
-        os.close(w)
+        pid, r = fork_child(lambda w: go(out, w))
         with os.fdopen(r) as lines:
             for line in lines:
                 time.sleep(rng.uniform(0.0, 0.12))
@@ -250,13 +256,7 @@ def test_a_second_writer_is_refused_naming_the_running_one(tmp_path):
     from bioprop.recording.lock import RecordingLockedError
 
     path = tmp_path / "live.h5"
-    script = tmp_path / "writer.py"
-    script.write_text(SLOW_WRITER)
-    proc = subprocess.Popen([sys.executable, str(script), str(path)])
-    try:
-        deadline = time.time() + 60
-        while not path.exists() and time.time() < deadline:
-            time.sleep(0.05)
+    with slow_writer(path) as proc:
         time.sleep(0.3)
         data = bp.data.linear_teacher(n_in=8, n_out=3, n_train=40, n_test=10, seed=1)
         c = bp.Circuit.layered([8, 6, 3], seed=0)
@@ -274,9 +274,6 @@ def test_a_second_writer_is_refused_naming_the_running_one(tmp_path):
         assert proc.poll() is None
         with bp.load(path) as rec:  # the running writer was not disturbed
             assert rec["metrics"].ds.sizes["step"] > before
-    finally:
-        proc.kill()
-        proc.wait()
     # its death released the lock: the next writer goes ahead
     bp.train(c, "bp", data, record=bp.Record(path, every=1), progress=False, max_steps=2)
     with bp.load(path) as rec:

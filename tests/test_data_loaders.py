@@ -415,3 +415,19 @@ def test_mnist1d_generator_arguments_change_the_data(no_env_data):
 def test_mnist1d_through_the_registry(no_env_data):
     ds = bioprop.data.load("mnist1d", one_hot=True, n_train=20, n_test=10, seed=0)
     assert ds.y_train.shape == (20, 10)
+
+
+def test_a_validation_split_holds_out_the_last_training_samples_and_drops_the_test_set():
+    data = bioprop.data.linear_teacher(n_train=100, n_test=50, seed=0)
+    v = data.validation_split(30)
+    assert v.x_train.shape[0] == 70 and v.x_test.shape[0] == 30
+    assert torch.equal(v.x_test, data.x_train[70:]) and torch.equal(v.y_test, data.y_train[70:])
+    assert "validation split" in v.name and v.meta["validation"] == 30
+    assert torch.equal(data.validation_split(0.3).x_test, v.x_test)  # a fraction of 100
+
+
+@pytest.mark.parametrize("size", [0, 100, 1.5, -3])
+def test_a_validation_split_that_leaves_nothing_to_train_or_hold_out_is_refused(size):
+    data = bioprop.data.linear_teacher(n_train=100, n_test=50, seed=0)
+    with pytest.raises(ValueError, match="validation split of .* must hold out between 1 and 99"):
+        data.validation_split(size)

@@ -12,6 +12,7 @@ import warnings
 
 import pytest
 import torch
+from conftest import benchmark_target, train_quietly
 
 import bioprop as bp
 from bioprop import settling
@@ -187,9 +188,7 @@ def test_a_non_symmetric_feedback_pathway_is_refused():
 def test_settling_without_the_transpose_feedback_says_how_to_add_it():
     c = settling.layered_dynamical([4, 5, 3], seed=0)
     with pytest.raises(
-        ValueError,
-        match=r"no feedback pathway carries Wᵀ back to 'hidden'.*"
-        r"TransposePathway",
+        ValueError, match=r"no feedback pathway carries Wᵀ back to 'hidden'.*TransposePathway"
     ):
         c(torch.rand(2, 4))
 
@@ -197,9 +196,7 @@ def test_settling_without_the_transpose_feedback_says_how_to_add_it():
 def test_instant_populations_are_refused():
     c = bp.Circuit.layered([4, 5, 3], activation="hard-sigmoid")
     with pytest.raises(
-        ValueError,
-        match=r"population 'hidden' has dynamics='instant'.*"
-        r"layered_dynamical",
+        ValueError, match=r"population 'hidden' has dynamics='instant'.*layered_dynamical"
     ):
         bp.rules.get("ep").attach(c)
 
@@ -288,17 +285,7 @@ def test_a_quick_ep_training_run_reduces_the_loss(tmp_path):
     data = _toy()
     c = settling.layered_dynamical([12, 20, 3], seed=0)
     rule = bp.rules.get("ep", beta=1.0, random_sign=True, persistent=True)
-    run = bp.train(
-        c,
-        rule,
-        data,
-        loss="mse",
-        optimizer=("sgd", {"lr": 0.2}),
-        epochs=4,
-        batch_size=10,
-        seed=0,
-        progress=False,
-    )
+    run = train_quietly(c, rule, data, lr=0.2, epochs=4, batch_size=10)
     losses = run.history["train_loss"]
     assert losses[-1] < 0.75 * losses[0], losses
     test = run.history["test_loss"]
@@ -311,18 +298,8 @@ def test_recording_holds_trajectories_energy_and_the_bptt_reference(tmp_path):
     c = settling.layered_dynamical([12, 7, 3], seed=0, steps=10)
     rule = bp.rules.get("ep", beta=0.5, nudged_steps=3, symmetric=True)
     path = tmp_path / "ep.h5"
-    bp.train(
-        c,
-        rule,
-        data,
-        loss="mse",
-        optimizer=("sgd", {"lr": 0.1}),
-        epochs=1,
-        batch_size=10,
-        seed=0,
-        progress=False,
-        record=bp.Record(path, every=2, samples=4),
-    )
+    record = bp.Record(path, every=2, samples=4)
+    train_quietly(c, rule, data, lr=0.1, epochs=1, batch_size=10, record=record)
     rec = bp.load(path)
     try:
         T = 1 + 10 + 3 + 3
@@ -443,11 +420,7 @@ def test_dynamical_circuit_output_is_the_free_fixed_point_and_its_twin_sweeps():
 
 
 def test_the_ep_benchmark_is_registered():
-    from bioprop.experiments import bench
-
-    bench._load_extensions()
-    assert "ep_over_bp_epoch" in bench.BENCHMARKS
-    assert bench.TARGETS["ep_over_bp_epoch"] > 0
+    assert benchmark_target("ep_over_bp_epoch") > 0
 
 
 def test_rule_is_found_by_name_with_its_hyperparameters():

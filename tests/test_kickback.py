@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import benchmark_target
 
 import bioprop as bp
 from bioprop.analysis import kickback as kba
@@ -295,11 +296,7 @@ def test_the_analysis_refuses_a_recording_of_another_rule(tmp_path):
 
 
 def test_the_kickback_benchmark_is_registered():
-    from bioprop.experiments import bench
-
-    bench._load_extensions()
-    assert "kickback_over_bp_epoch" in bench.BENCHMARKS
-    assert bench.TARGETS["kickback_over_bp_epoch"] == 1.0
+    assert benchmark_target("kickback_over_bp_epoch") == 1.0
 
 
 @pytest.mark.slow

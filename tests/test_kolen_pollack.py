@@ -4,7 +4,7 @@ import copy
 
 import pytest
 import torch
-from conftest import batch
+from conftest import batch, layered_6_7_5_4_3, train_quietly
 
 import bioprop as bp
 from bioprop.rules.contract import UnsupportedCircuitError
@@ -16,6 +16,16 @@ MSE = bp.losses.get("mse")
 def set_feedback_to_w_transpose(circuit):
     for fb in circuit.feedback_pathways():
         fb.weight.data = circuit.pathways[fb.mirrors].weight.data.t().clone()
+
+
+def step_side_by_side(runs, steps):
+    """Trains every (rule, circuit, optimizer) of ``runs`` on the same batches (seeds 0, 1, ...)."""
+    for s in range(steps):
+        x, y = batch(seed=s)
+        for rule, c, opt in runs:
+            opt.zero_grad(set_to_none=True)
+            rule.step(c, x, y, MSE)
+            opt.step()
 
 
 def forward_grads(circuit):
@@ -64,12 +74,7 @@ def test_kp_started_at_b_equal_w_transpose_follows_bp_step_after_step(deep_circu
     bprule = bp.rules.get("bp").attach(twin)
     opt_kp = make_optimizer(spec, deep_circuit, kp)
     opt_bp = make_optimizer(spec, twin, bprule)
-    for s in range(10):
-        x, y = batch(seed=s)
-        for rule, c, opt in ((kp, deep_circuit, opt_kp), (bprule, twin, opt_bp)):
-            opt.zero_grad(set_to_none=True)
-            rule.step(c, x, y, MSE)
-            opt.step()
+    step_side_by_side([(kp, deep_circuit, opt_kp), (bprule, twin, opt_bp)], steps=10)
     for pw in twin.feedforward_pathways():
         assert torch.allclose(deep_circuit.pathways[pw.name].weight, pw.weight, atol=1e-12)
     assert max(gaps(deep_circuit).values()) < 1e-12
@@ -110,13 +115,7 @@ def test_kp_on_a_circuit_with_a_skip_pathway_equals_bp_when_b_is_w_transpose():
 
 @pytest.mark.parametrize("lr, weight_decay", [(0.5, 0.05), (0.2, 0.1)])
 def test_w_minus_b_transpose_decays_as_one_minus_lr_times_weight_decay_to_the_t(lr, weight_decay):
-    c = bp.Circuit.layered(
-        [6, 7, 5, 4, 3],
-        activation="tanh",
-        output_activation="linear",
-        init=bp.init.uniform(0.6),
-        seed=3,
-    ).double()
+    c = layered_6_7_5_4_3(output_activation="linear")
     rule = bp.rules.get("kp").attach(c)
     opt = make_optimizer(("sgd", {"lr": lr, "weight_decay": weight_decay}), c, rule)
     g0 = gaps(c)
@@ -140,18 +139,8 @@ def test_without_weight_decay_the_gap_is_kept_while_the_angle_to_w_transpose_fal
     task = bp.tasks.get("linear")
     circuit, data = task.circuit(0), task.load(0, True)
     rec_path = tmp_path / "kp.h5"
-    bp.train(
-        circuit,
-        "kp",
-        data,
-        loss="mse",
-        optimizer=("sgd", {"lr": 0.01}),
-        batch_size=1,
-        max_steps=200,
-        seed=0,
-        record=bp.Record(rec_path, every=50),
-        progress=False,
-    )
+    record = bp.Record(rec_path, every=50)
+    train_quietly(circuit, "kp", data, lr=0.01, batch_size=1, max_steps=200, record=record)
     rec = bp.load(rec_path)
     angle = bp.analysis.weight_alignment(rec, "hidden->output").values
     w = rec["pathways/hidden->output"].ds.weight.values
@@ -188,12 +177,7 @@ def test_kp_with_feedback_lr_zero_trains_exactly_like_fa(deep_circuit):
         assert torch.equal(fb.weight, deep_circuit.pathways[fb.name].weight)
     opt_kp = make_optimizer(("sgd", {"lr": 0.1, "feedback_lr": 0.0}), deep_circuit, kp)
     opt_fa = make_optimizer(("sgd", {"lr": 0.1}), twin, fa)
-    for s in range(5):
-        x, y = batch(seed=s)
-        for rule, c, opt in ((kp, deep_circuit, opt_kp), (fa, twin, opt_fa)):
-            opt.zero_grad(set_to_none=True)
-            rule.step(c, x, y, MSE)
-            opt.step()
+    step_side_by_side([(kp, deep_circuit, opt_kp), (fa, twin, opt_fa)], steps=5)
     for name, p in twin.named_parameters():
         assert torch.equal(dict(deep_circuit.named_parameters())[name], p), name
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import short_pattern_episode
 
 import bioprop as bp
 from bioprop.plasticity import (
     ImageCompletion,
-    PatternMemorisation,
     PlasticFeedforward,
     PlasticRNN,
     episode_bptt,
@@ -19,16 +19,7 @@ from bioprop.plasticity.reference import trained_parameters
 
 
 def _episode(n_bits=4, batch=2, seed=0):
-    task = PatternMemorisation(
-        n_bits=n_bits,
-        n_patterns=2,
-        presentations=1,
-        present_steps=2,
-        blank_steps=1,
-        test_steps=2,
-        gain=1.0,
-    )
-    return task.sample(1, batch, torch.Generator().manual_seed(seed)).to(torch.float64)
+    return short_pattern_episode(n_bits, n_patterns=2, test_steps=2, batch=batch, seed=seed)
 
 
 def _finite_difference(circuit, batch, p, index, eps=1e-6):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import gen
 
 import bioprop as bp
 from bioprop.plasticity import (
@@ -16,13 +17,9 @@ from bioprop.plasticity import (
 )
 
 
-def _gen(seed=0):
-    return torch.Generator().manual_seed(seed)
-
-
 def test_pattern_memorisation_lays_out_miconis_default_episode():
     task = PatternMemorisation()
-    b = task.sample(1, 3, _gen())
+    b = task.sample(1, 3, gen())
     assert isinstance(b, EpisodeBatch) and task.steps == 106 == b.length
     assert b.x.shape == (106, 3, 1000) and b.y.shape == (106, 3, 1000)
     assert b.mask.tolist() == [0.0] * 105 + [1.0]  # the loss at the last step only
@@ -50,18 +47,18 @@ def test_pattern_memorisation_lays_out_miconis_default_episode():
 
 def test_episodes_come_from_the_generator_alone():
     task = PatternMemorisation(n_bits=50)
-    a, b = task.sample(1, 2, _gen(7)), task.sample(1, 2, _gen(7))
+    a, b = task.sample(1, 2, gen(7)), task.sample(1, 2, gen(7))
     assert torch.equal(a.x, b.x) and torch.equal(a.y, b.y)
-    assert not torch.equal(a.x, task.sample(1, 2, _gen(8)).x)
+    assert not torch.equal(a.x, task.sample(1, 2, gen(8)).x)
 
 
 def test_image_completion_shows_three_images_three_times_then_one_half_erased():
-    images = prepare_images(torch.rand(20, 784, generator=_gen()), 28, pool=2)
+    images = prepare_images(torch.rand(20, 784, generator=gen()), 28, pool=2)
     assert images.shape == (20, 196)
     assert torch.allclose(images.mean(1), torch.zeros(20), atol=1e-6)
     assert torch.allclose(images.abs().amax(1), torch.ones(20))
     task = ImageCompletion(images)
-    b = task.sample(1, 8, _gen(1))
+    b = task.sample(1, 8, gen(1))
     assert task.steps == 3 * 3 * 22 + 3 == b.length and b.x.shape[2] == 197
     assert (b.x[:, :, 196] == 1).all()  # the bias unit
     test = b.x[-1, :, :196]
@@ -73,7 +70,7 @@ def test_image_completion_shows_three_images_three_times_then_one_half_erased():
 
 
 def test_the_metric_counts_wrong_signs_on_the_zeroed_bits_only():
-    b = PatternMemorisation(n_bits=10).sample(1, 2, _gen())
+    b = PatternMemorisation(n_bits=10).sample(1, 2, gen())
     out = b.y.clone()
     assert episode_error(out, b) == 0.0
     out[-1] = torch.where(b.probe.bool(), -b.y[-1], b.y[-1])  # every zeroed bit wrong

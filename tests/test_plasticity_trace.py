@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import short_pattern_episode
 
-from bioprop.plasticity import PatternMemorisation, PlasticRNN
+from bioprop.plasticity import PlasticRNN
 from bioprop.plasticity.pathway import HebbianPathway
 from bioprop.plasticity.trace import check_eta, check_form, eligibility, update
 
@@ -47,16 +48,7 @@ def test_oja_form_equals_the_rule_computed_synapse_by_synapse_in_plain_floats():
 def test_the_trace_of_a_short_episode_equals_the_rule_applied_to_the_recorded_rates(form):
     """Run a PlasticRNN through a short episode; replay the rule by hand on the rates each
     step recorded (pre h_{t−1}, post h_t): the circuit's final trace is that."""
-    task = PatternMemorisation(
-        n_bits=3,
-        n_patterns=1,
-        presentations=1,
-        present_steps=2,
-        blank_steps=1,
-        test_steps=1,
-        gain=1.0,
-    )
-    batch = task.sample(1, 1, torch.Generator().manual_seed(0)).to(torch.float64)
+    batch = short_pattern_episode(n_bits=3, n_patterns=1, test_steps=1)
     c = PlasticRNN(3, 3, 3, eta=0.25, form=form, alpha_init=0.5, seed=1).double()
     seen = []
     final, _, _ = c.unroll(c.initial_state(1), batch.x, on_step=seen.append)

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import train_quietly
 
 import bioprop as bp
 from bioprop.analysis import rnn as analysis_rnn
@@ -162,17 +163,8 @@ def test_analyses_refuse_a_recording_without_boundary_groups(tmp_path):
     data = bp.data.load("linear-teacher")
     path = tmp_path / "ff.h5"
     c = bp.Circuit.layered([data.x_train.shape[1], 4, data.y_train.shape[1]], seed=0)
-    bp.train(
-        c,
-        bp.rules.get("bp"),
-        data,
-        loss="mse",
-        optimizer=("sgd", {"lr": 0.01}),
-        epochs=1,
-        batch_size=500,
-        seed=0,
-        record=bp.Record(path, every=1000),
-    )
+    record = bp.Record(path, every=1000)
+    train_quietly(c, bp.rules.get("bp"), data, lr=0.01, epochs=1, batch_size=500, record=record)
     tree = bp.load(path)
     try:
         with pytest.raises(KeyError, match="no 'interfaces/hidden' group"):

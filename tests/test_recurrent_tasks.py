@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import gen
 
 import bioprop as bp
 from bioprop.recurrent import (
@@ -18,10 +19,6 @@ from bioprop.recurrent import (
     sequence_loss,
 )
 from bioprop.recurrent.tasks import BITS, RepeatCopyTask
-
-
-def gen(seed=0):
-    return torch.Generator().manual_seed(seed)
 
 
 def test_copy_shapes_delimiter_and_targets():

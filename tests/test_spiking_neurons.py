@@ -8,18 +8,12 @@ import pytest
 import torch
 
 brian2 = pytest.importorskip("brian2")
-from brian2 import Hz, Network, SpikeMonitor, ms, mV, nA, prefs  # noqa: E402
+from brian2 import Hz, Network, SpikeMonitor, ms, mV, nA  # noqa: E402
 
 import bioprop as bp  # noqa: E402
 from bioprop import spiking as sp  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def numpy_target():
-    old = prefs.codegen.target
-    prefs.codegen.target = "numpy"
-    yield
-    prefs.codegen.target = old
+pytestmark = pytest.mark.usefixtures("brian2_numpy_target")
 
 
 def spike_counts(model, currents, duration, dt=0.05 * ms):

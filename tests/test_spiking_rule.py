@@ -9,7 +9,7 @@ import pytest
 import torch
 
 brian2 = pytest.importorskip("brian2")
-from brian2 import Hz, ms, prefs  # noqa: E402
+from brian2 import Hz, ms  # noqa: E402
 from brian2 import seed as brian2_seed  # noqa: E402
 
 import bioprop as bp  # noqa: E402
@@ -18,12 +18,7 @@ from bioprop import spiking as sp  # noqa: E402
 DT = 0.5 * ms
 
 
-@pytest.fixture(autouse=True)
-def numpy_target():
-    old = prefs.codegen.target
-    prefs.codegen.target = "numpy"
-    yield
-    prefs.codegen.target = old
+pytestmark = pytest.mark.usefixtures("brian2_numpy_target")
 
 
 def tiny(seed=0, sizes=(12, 6, 3), w1=(0.5, 6.0), w2=(0.0, 8.0)):

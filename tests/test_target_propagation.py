@@ -3,6 +3,7 @@ inverses, the difference correction, the inverses' learning, schedules, locality
 
 import pytest
 import torch
+from conftest import tanh_to_linear_circuit
 
 import bioprop as bp
 from bioprop.analysis.target_propagation import gauss_newton_targets
@@ -21,16 +22,6 @@ def square_circuit(activation="tanh", seed=1, n=6, depth=4):
         activation=activation,
         output_activation="linear",
         init=bp.init.orthogonal(),
-        seed=seed,
-    ).double()
-
-
-def deep_circuit(sizes=(10, 8, 7, 6, 5, 3), seed=3):
-    return bp.Circuit.layered(
-        list(sizes),
-        activation="tanh",
-        output_activation="linear",
-        init=bp.init.xavier_uniform(),
         seed=seed,
     ).double()
 
@@ -57,6 +48,17 @@ def gn_targets(circuit, state, targets, top):
     return out
 
 
+def exact_inverse_targets(rule, activation, **hyperparameters):
+    """``rule`` with exact inverses on a square circuit: the circuit, the rule, and the forward
+    state and targets of a labelled batch."""
+    c = square_circuit(activation)
+    r = bp.rules.get(rule, inverses="exact", **hyperparameters).attach(c)
+    x, y = batch(6)
+    state = r.forward(c, x)
+    targets, _ = r.targets(c, state, y, CE)
+    return c, r, state, targets
+
+
 # -- the Gauss–Newton limit -------------------------------------------------------------------
 
 
@@ -66,13 +68,10 @@ def gn_targets(circuit, state, targets, top):
 def test_exact_inverses_and_a_tiny_step_give_the_gauss_newton_target_at_every_layer(
     rule, first_target, activation
 ):
-    c = square_circuit(activation)
-    r = bp.rules.get(rule, inverses="exact", target_step=1e-5, first_target=first_target)
-    r.attach(c)
+    c, r, state, targets = exact_inverse_targets(
+        rule, activation, target_step=1e-5, first_target=first_target
+    )
     assert all(isinstance(g, ExactInversePathway) for g in c.feedback_pathways())
-    x, y = batch(6)
-    state = r.forward(c, x)
-    targets, _ = r.targets(c, state, y, CE)
     top = r.top(c)
     assert set(targets) == set(c.hidden()) | ({top} if top == c.output else set())
     gn = gn_targets(c, state, targets, top)
@@ -82,21 +81,13 @@ def test_exact_inverses_and_a_tiny_step_give_the_gauss_newton_target_at_every_la
 
 
 def test_the_gauss_newton_agreement_is_first_order_a_large_step_breaks_it():
-    c = square_circuit("tanh")
-    r = bp.rules.get("dtp", inverses="exact", target_step=300.0).attach(c)
-    x, y = batch(6)
-    state = r.forward(c, x)
-    targets, _ = r.targets(c, state, y, CE)
+    c, r, state, targets = exact_inverse_targets("dtp", "tanh", target_step=300.0)
     gn = gn_targets(c, state, targets, r.top(c))
     assert max(bp.analysis.angle(targets[p] - state.r[p], g) for p, g in gn.items()) > 1.0
 
 
 def test_with_exact_inverses_a_linear_circuit_needs_no_small_step():
-    c = square_circuit("linear")
-    r = bp.rules.get("tp", inverses="exact", target_step=50.0).attach(c)
-    x, y = batch(6)
-    state = r.forward(c, x)
-    targets, _ = r.targets(c, state, y, CE)
+    c, r, state, targets = exact_inverse_targets("tp", "linear", target_step=50.0)
     for pop, want in gn_targets(c, state, targets, r.top(c)).items():
         assert torch.allclose(targets[pop] - state.r[pop], want, atol=1e-10), pop
 
@@ -106,7 +97,7 @@ def test_with_exact_inverses_a_linear_circuit_needs_no_small_step():
 
 @pytest.mark.parametrize("rule", ["dtp", "dtp-drl"])
 def test_dtp_without_an_error_leaves_every_target_at_the_activity_for_any_inverse(rule):
-    c = deep_circuit()
+    c = tanh_to_linear_circuit()
     r = bp.rules.get(rule).attach(c)  # freshly drawn g: far from any inverse
     x, _ = batch(10, labels=False, n_out=3)
     state = r.forward(c, x)
@@ -120,7 +111,7 @@ def test_dtp_without_an_error_leaves_every_target_at_the_activity_for_any_invers
 
 
 def test_tp_without_an_error_still_moves_layers_its_imperfect_inverses_misplace():
-    c = deep_circuit()
+    c = tanh_to_linear_circuit()
     r = bp.rules.get("tp").attach(c)
     x, _ = batch(10, labels=False, n_out=3)
     state = r.forward(c, x)
@@ -131,7 +122,7 @@ def test_tp_without_an_error_still_moves_layers_its_imperfect_inverses_misplace(
 
 
 def test_ddtp_linear_targets_are_the_activity_plus_q_times_the_output_step():
-    c = deep_circuit()
+    c = tanh_to_linear_circuit()
     r = bp.rules.get("ddtp-linear", target_step=0.5).attach(c)
     x, y = batch(10, 3)
     state = r.forward(c, x)
@@ -151,7 +142,7 @@ def test_ddtp_linear_targets_are_the_activity_plus_q_times_the_output_step():
 
 
 def test_the_last_hidden_layer_and_the_output_learn_as_in_bp_scaled_by_the_target_step():
-    c = deep_circuit()
+    c = tanh_to_linear_circuit()
     n = 7
     r = bp.rules.get("dtp", target_step=0.3).attach(c)
     x, y = batch(10, 3, n=n)
@@ -167,7 +158,7 @@ def test_the_last_hidden_layer_and_the_output_learn_as_in_bp_scaled_by_the_targe
 
 def test_every_forward_weight_and_bias_learns_unlike_lees_released_code():
     """Lee et al.'s code leaves W6 and B5 out of the forward update; here all learn."""
-    c = deep_circuit()
+    c = tanh_to_linear_circuit()
     r = bp.rules.get("dtp").attach(c)
     x, y = batch(10, 3)
     r.step(c, x, y, CE)
@@ -182,7 +173,7 @@ def test_every_forward_weight_and_bias_learns_unlike_lees_released_code():
 def test_inverse_pathways_are_listed_saved_moved_recorded_and_in_their_own_optimizer_group(
     tmp_path,
 ):
-    c = deep_circuit()
+    c = tanh_to_linear_circuit()
     r = bp.rules.get("dtp").attach(c)
     inverses = list(c.feedback_pathways())
     assert [g.mirrors for g in inverses] == [
@@ -193,8 +184,8 @@ def test_inverse_pathways_are_listed_saved_moved_recorded_and_in_their_own_optim
     assert all(isinstance(g, InversePathway) and g.plastic for g in inverses)
     assert {f"pathways.{g.name}.weight" for g in inverses} <= set(c.state_dict())
     assert all(g.weight.dtype == torch.float64 for g in inverses)  # moved with the circuit
-    opt = make_optimizer(("adam", {"lr": 1e-3, "inverse_lr": 5e-3}), c, r)
-    groups = {g["name"]: g for g in groups_of(opt)}
+    spec = ("adam", {"lr": 1e-3, "inverse_lr": 5e-3})
+    groups = {g["name"]: g for g in groups_of(make_optimizer(spec, c, r))}
     assert groups["inverse"]["lr"] == 5e-3 and groups["circuit"]["lr"] == 1e-3
     assert groups["inverse"]["parameters"] == sum(
         p.numel() for g in inverses for p in g.own_parameters()
@@ -204,7 +195,7 @@ def test_inverse_pathways_are_listed_saved_moved_recorded_and_in_their_own_optim
         bp.Circuit.layered([10, 8, 7, 6, 3], init=bp.init.xavier_uniform()),
         "dtp",
         data,
-        optimizer=("adam", {"lr": 1e-3, "inverse_lr": 5e-3}),
+        optimizer=spec,
         batch_size=16,
         max_steps=4,
         record=bp.Record(tmp_path / "dtp.h5", every=2),
@@ -219,7 +210,7 @@ def test_inverse_pathways_are_listed_saved_moved_recorded_and_in_their_own_optim
 
 
 def test_inverse_options_reach_the_inverse_group_only():
-    c = deep_circuit()
+    c = tanh_to_linear_circuit()
     r = bp.rules.get(
         "dtp-drl", inverse_options={"betas": (0.99, 0.9), "eps": 1e-5, "weight_decay": 2e-5}
     ).attach(c)

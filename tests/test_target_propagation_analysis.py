@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
+from conftest import benchmark_target
 
 import bioprop as bp
 from bioprop.analysis import target_propagation as tpa
@@ -174,11 +175,7 @@ def test_bartunovs_script_adds_the_dtp_rows_in_both_schedules(tmp_path, capsys, 
 
 
 def test_the_dtp_benchmark_is_registered_with_its_target():
-    from bioprop.experiments import bench
-
-    bench._load_extensions()
-    assert "dtp_over_bp_epoch" in bench.BENCHMARKS
-    assert bench.TARGETS["dtp_over_bp_epoch"] == 3.0
+    assert benchmark_target("dtp_over_bp_epoch") == 3.0
 
 
 @pytest.mark.slow

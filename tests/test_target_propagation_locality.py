@@ -6,26 +6,11 @@ import math
 
 import pytest
 import torch
+from conftest import labelled_batch, tanh_to_linear_circuit
 
 import bioprop as bp
 
 CE = bp.losses.get("cross-entropy")
-
-
-def deep_circuit(sizes=(10, 8, 7, 6, 5, 3), seed=3):
-    return bp.Circuit.layered(
-        list(sizes),
-        activation="tanh",
-        output_activation="linear",
-        init=bp.init.xavier_uniform(),
-        seed=seed,
-    ).double()
-
-
-def batch(n_in, n_out, n=7, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, n_in, generator=g, dtype=torch.float64)
-    return x, torch.randint(0, n_out, (n,), generator=g)
 
 
 def _nan_(t):
@@ -34,9 +19,9 @@ def _nan_(t):
 
 @pytest.mark.parametrize("rule", ["tp", "dtp", "dtp-drl", "ddtp-linear"])
 def test_a_layers_forward_update_reads_only_its_input_output_and_target(rule):
-    c = deep_circuit()
+    c = tanh_to_linear_circuit()
     r = bp.rules.get(rule).attach(c)
-    x, y = batch(10, 3)
+    x, y = labelled_batch(10, 3)
     state = r.forward(c, x)
     targets, e = r.targets(c, state, y, CE)
     bp.rules.write_pathway_grads(c, state, r.forward_deltas(c, state, targets, e))
@@ -59,9 +44,9 @@ def test_a_layers_forward_update_reads_only_its_input_output_and_target(rule):
 
 
 def test_the_forward_locality_probe_sees_weights_read_before_the_targets():
-    c = deep_circuit()
+    c = tanh_to_linear_circuit()
     r = bp.rules.get("dtp").attach(c)
-    x, y = batch(10, 3)
+    x, y = labelled_batch(10, 3)
     state = r.forward(c, x)
     _nan_(c.pathways["hidden3->hidden2"].weight)  # an inverse, before targets are computed
     targets, _ = r.targets(c, state, y, CE)
@@ -70,9 +55,9 @@ def test_the_forward_locality_probe_sees_weights_read_before_the_targets():
 
 @pytest.mark.parametrize("rule", ["tp", "dtp"])
 def test_an_inverse_update_reads_only_its_layers_activity_its_noise_and_its_own_weights(rule):
-    c = deep_circuit()
+    c = tanh_to_linear_circuit()
     r = bp.rules.get(rule).attach(c)
-    x, _ = batch(10, 3)
+    x, _ = labelled_batch(10, 3)
     state = r.forward(c, x)
     g0 = r.generator.get_state()
     r.write_inverse_grads(c, state)

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from conftest import train_quietly
 
 import bioprop as bp
 
@@ -46,17 +47,9 @@ def test_divergence_stops_with_step_pathway_and_rule_and_keeps_the_recording(tmp
     data = bp.data.linear_teacher(n_in=8, n_out=3, n_train=32, n_test=16, seed=1)
     c = bp.Circuit.layered([8, 6, 3], activation="linear", init=bp.init.uniform(0.3))
     path = tmp_path / "boom.h5"
+    record = bp.Record(path, every=1)
     with pytest.raises(bp.DivergenceError) as info:
-        bp.train(
-            c,
-            "fa",
-            data,
-            optimizer=("sgd", {"lr": 10.0}),
-            epochs=50,
-            batch_size=4,
-            record=bp.Record(path, every=1),
-            progress=False,
-        )
+        train_quietly(c, "fa", data, lr=10.0, epochs=50, batch_size=4, record=record)
     err = info.value
     msg = str(err)
     assert f"at step {err.step}" in msg and "rule 'fa'" in msg and str(path) in msg

@@ -95,6 +95,43 @@ class Dataset:
             y_test=self.y_test[:n_test],
         )
 
+    def validation_split(self, size: int | float, seed: int | None = None) -> Dataset:
+        """The training set split in two, for tuning: ``size`` training samples (a fraction
+        of them when ``size < 1``) become the test part, the rest still train; the real test
+        set is dropped, so it stays untouched until the final run.
+
+        With ``seed=None`` the held-out samples are the *last* ``size`` (the MNIST /
+        Fashion-MNIST convention: the last 10 000 training images); with a seed they are a
+        random subset drawn from the stream ``seeding.generator(seed, "validation split")``,
+        the same for every rule of that seed.
+        """
+        from bioprop.core import seeding
+
+        n = self.x_train.shape[0]
+        fraction = isinstance(size, float)
+        k = round(size * n) if fraction and 0 < size < 1 else (-1 if fraction else int(size))
+        if not 0 < k < n:
+            raise ValueError(
+                f"dataset {self.name!r}: a validation split of {size!r} must hold out between "
+                f"1 and {n - 1} of its {n} training samples; pass a count or a fraction in (0, 1)"
+            )
+        if seed is None:
+            kept, held = torch.arange(n - k), torch.arange(n - k, n)
+            how = f"last {k}"
+        else:
+            perm = torch.randperm(n, generator=seeding.generator(seed, "validation split"))
+            held, kept = perm[:k], perm[k:]
+            how = f"{k} drawn with seed {seed}"
+        return replace(
+            self,
+            name=f"{self.name} (validation split: {how} training samples)",
+            x_train=self.x_train[kept],
+            y_train=self.y_train[kept],
+            x_test=self.x_train[held],
+            y_test=self.y_train[held],
+            meta={**self.meta, "validation": k},
+        )
+
     def __repr__(self) -> str:
         return (
             f"Dataset({self.name!r}, {self.kind}, train={tuple(self.x_train.shape)}, "

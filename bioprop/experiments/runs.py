@@ -180,24 +180,9 @@ def _build(config: RunConfig):
 
 
 def validation_split(data, fraction: float, seed: int):
-    """``data`` with a seeded ``fraction`` of its training samples as the test set (the
-    real test set is dropped): every rule of a seed gets the same split."""
-    from bioprop.core import seeding
-
-    n = data.x_train.shape[0]
-    k = max(1, round(fraction * n))
-    if k >= n:
-        raise ValueError(f"validation {fraction} leaves no training samples of {n}")
-    perm = torch.randperm(n, generator=seeding.generator(seed, "validation split"))
-    held, kept = perm[:k], perm[k:]
-    return dataclasses.replace(
-        data,
-        name=f"{data.name} (validation split {fraction:g})",
-        x_train=data.x_train[kept],
-        y_train=data.y_train[kept],
-        x_test=data.x_train[held],
-        y_test=data.y_train[held],
-    )
+    """``data`` with a seeded ``fraction`` of its training samples as the test set
+    (:meth:`bioprop.data.Dataset.validation_split`): every rule of a seed gets the same split."""
+    return data.validation_split(fraction, seed=seed)
 
 
 def _probe(circuit) -> str | None:

@@ -32,7 +32,7 @@ from bioprop.core.circuit import Circuit
 from bioprop.core.pathway import Pathway
 from bioprop.plasticity.pathway import HebbianPathway, OneToOnePathway
 
-__all__ = ["EpisodeCircuit", "PlasticRNN", "Step", "check_size"]
+__all__ = ["EpisodeCircuit", "PlasticRNN", "Step", "check_size", "plastic_step", "step_record"]
 
 INPUTS = ("one-to-one", "dense")
 DRIVES = ("add", "clamp")
@@ -164,6 +164,52 @@ class EpisodeCircuit(Circuit):
                 f"episode inputs must have shape (time, batch, {n_in}), got {tuple(xs.shape)}"
             )
 
+    def _check_options(self, sizes: dict[str, int], alpha: str, drive: str | None) -> None:
+        """Refuse a non-positive size, an unknown α layout or drive, naming the option."""
+        who = type(self).__name__
+        for what, n in sizes.items():
+            check_size(f"{who}: {what}", n)
+        if drive is not None:
+            _choice(f"{who}: drive", drive, DRIVES)
+        _choice(f"{who}: alpha", alpha, ("per-synapse", "shared"))
+
+    def add_hebbian(
+        self,
+        pre: str,
+        post: str,
+        *,
+        alpha: str,
+        alpha_init,
+        weight_init,
+        eta,
+        form: str,
+        learn_alpha: bool,
+        learn_eta: bool,
+        bias: bool,
+        role: str,
+    ) -> HebbianPathway:
+        """Add the Hebbian pathway ``pre → post``: w ~ ``weight_init`` (default N(0, 0.01²)),
+        α per synapse or shared (:func:`_alpha`), bias zero when asked."""
+        n_post, n_pre = self.populations[post].size, self.populations[pre].size
+        w_init = _init.resolve(weight_init, _init.normal(0.01))
+        shape = (n_post, n_pre) if alpha == "per-synapse" else ()
+        g = self.generator
+        return self.add_pathway(
+            HebbianPathway(
+                pre,
+                post,
+                w_init((n_post, n_pre), g),
+                torch.zeros(n_post) if bias else None,
+                alpha=_alpha(alpha_init, shape, g),
+                eta=eta,
+                form=form,
+                learn_alpha=learn_alpha,
+                learn_eta=learn_eta,
+                role=role,
+                init=w_init,
+            )
+        )
+
 
 class PlasticRNN(EpisodeCircuit):
     """A tanh RNN whose recurrent pathway ``hidden->hidden`` is Hebbian (Miconi et al. 2018).
@@ -214,12 +260,10 @@ class PlasticRNN(EpisodeCircuit):
         bias: bool = False,
         seed: int = 0,
     ):
-        for what, n in (("n_in", n_in), ("n_hidden", n_hidden), ("n_out", n_out)):
-            check_size(f"PlasticRNN: {what}", n)
+        self._check_options(dict(n_in=n_in, n_hidden=n_hidden, n_out=n_out), alpha, drive)
         self.input_mode = _choice("PlasticRNN: input", input, INPUTS)
-        self.drive = _choice("PlasticRNN: drive", drive, DRIVES)
+        self.drive = drive
         self.output_mode = _choice("PlasticRNN: output", output, OUTPUTS)
-        _choice("PlasticRNN: alpha", alpha, ("per-synapse", "shared"))
         if input == "one-to-one" and n_in > n_hidden:
             raise ValueError(
                 f"PlasticRNN: {n_in} input channels cannot drive {n_hidden} units one to one "
@@ -235,7 +279,6 @@ class PlasticRNN(EpisodeCircuit):
             raise ValueError("PlasticRNN: drive='clamp' needs input='one-to-one'")
         super().__init__(seed=seed)
         self.n_hidden = n_hidden
-        g = self.generator
         self.add_population("input", n_in)
         self.add_population("hidden", n_hidden, activation="tanh")
         self.add_population("output", n_out)
@@ -243,23 +286,18 @@ class PlasticRNN(EpisodeCircuit):
             self.add_pathway(OneToOnePathway("input", "hidden", n_in, n_hidden))
         else:
             self.connect("input", "hidden", init=_init.uniform(n_hidden**-0.5), bias=True)
-        w_init = _init.resolve(weight_init, _init.normal(0.01))
-        shape = (n_hidden, n_hidden) if alpha == "per-synapse" else ()
-        a = _alpha(alpha_init, shape, g)
-        self.add_pathway(
-            HebbianPathway(
-                "hidden",
-                "hidden",
-                w_init((n_hidden, n_hidden), g),
-                torch.zeros(n_hidden) if bias else None,
-                alpha=a,
-                eta=eta,
-                form=form,
-                learn_alpha=learn_alpha,
-                learn_eta=learn_eta,
-                role="lateral",
-                init=w_init,
-            )
+        self.add_hebbian(
+            "hidden",
+            "hidden",
+            alpha=alpha,
+            alpha_init=alpha_init,
+            weight_init=weight_init,
+            eta=eta,
+            form=form,
+            learn_alpha=learn_alpha,
+            learn_eta=learn_eta,
+            bias=bias,
+            role="lateral",
         )
         if output == "units":
             self.add_pathway(OneToOnePathway("hidden", "output", n_hidden, n_out))
@@ -291,34 +329,71 @@ class PlasticRNN(EpisodeCircuit):
         clamp = drive != 0 if self.drive == "clamp" else None
         hs = []
         for t in range(n_t):
-            pre = h
-            u = rec(pre, hebb)  # w h + b + (α ⊙ Hebb) h
-            if clamp is None:
-                u = u + drive[t]
-                h = torch.tanh(u)
-            else:
-                h = torch.where(clamp[t], drive[t], torch.tanh(u))
-            before = hebb
-            if hebb is not None:
-                hebb = rec.step_trace(hebb, pre, h)
+            pre, before = h, hebb
+            h, u, hebb = plastic_step(rec, pre, hebb, torch.tanh, drive[t], clamp_t(clamp, t))
             hs.append(h)
             if on_step is not None:
-                on_step(
-                    Step(
-                        t,
-                        xs[t],
-                        {"hidden": h},
-                        {"hidden": u},
-                        {"hidden": clamp[t]} if clamp is not None else {},
-                        {rec.name: pre},
-                        {rec.name: before} if before is not None else {},
-                        {rec.name: h},
-                    )
-                )
+                on_step(step_record(t, xs[t], "hidden", h, u, clamp_t(clamp, t), rec, pre, before))
         rates = torch.stack(hs) if hs else xs.new_zeros(0, xs.shape[1], self.n_hidden)
         out = over_time(self.pathways["hidden->output"], rates, self.populations["output"].size)
         final = (h, hebb) if hebb is not None else (h,)
         return final, out, rates
+
+
+def clamp_t(clamp: torch.Tensor | None, t: int) -> torch.Tensor | None:
+    return None if clamp is None else clamp[t]
+
+
+def plastic_step(
+    pw: HebbianPathway,
+    pre: torch.Tensor,
+    hebb: torch.Tensor | None,
+    f: Callable[[torch.Tensor], torch.Tensor],
+    drive: torch.Tensor | None = None,
+    clamp: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """One step of a population fed through the Hebbian pathway ``pw`` (Miconi et al. eq. 1)::
+
+        u = w pre + b + (α ⊙ Hebb) pre   [+ drive, unless clamped]
+        r = f(u),  or r = drive on the units where ``clamp`` is True
+        Hebb' = (1 − η) Hebb + η r preᵀ   (pw.step_trace; None stays None: α fixed at 0)
+
+    Returns (r, u, Hebb')."""
+    u = pw(pre, hebb)
+    if clamp is None:
+        if drive is not None:
+            u = u + drive
+        r = f(u)
+    else:
+        r = torch.where(clamp, drive, f(u))
+    return r, u, (pw.step_trace(hebb, pre, r) if hebb is not None else None)
+
+
+def step_record(
+    t: int,
+    x: torch.Tensor,
+    population: str,
+    r: torch.Tensor,
+    u: torch.Tensor,
+    clamp: torch.Tensor | None,
+    pw: HebbianPathway,
+    pre: torch.Tensor,
+    hebb: torch.Tensor | None,
+    rates: dict[str, torch.Tensor] | None = None,
+    currents: dict[str, torch.Tensor] | None = None,
+) -> Step:
+    """The :class:`Step` of :func:`plastic_step` on ``population`` (plus any other
+    populations' ``rates`` and ``currents`` computed at this step)."""
+    return Step(
+        t,
+        x,
+        {**(rates or {}), population: r},
+        {**(currents or {}), population: u},
+        {population: clamp} if clamp is not None else {},
+        {pw.name: pre},
+        {pw.name: hebb} if hebb is not None else {},
+        {pw.name: r},
+    )
 
 
 def _alpha(spec, shape: tuple, generator: torch.Generator) -> torch.Tensor:

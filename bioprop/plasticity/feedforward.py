@@ -22,14 +22,13 @@ from torch import nn
 
 from bioprop.core import init as _init
 from bioprop.plasticity.circuit import (
-    DRIVES,
     EpisodeCircuit,
     OnStep,
-    Step,
-    _alpha,
     _choice,
-    check_size,
+    clamp_t,
     over_time,
+    plastic_step,
+    step_record,
 )
 from bioprop.plasticity.pathway import HebbianPathway, OneToOnePathway
 
@@ -76,15 +75,10 @@ class PlasticFeedforward(EpisodeCircuit):
         bias: bool = True,
         seed: int = 0,
     ):
-        for what, n in (("n_in", n_in), ("n_hidden", n_hidden), ("n_out", n_out)):
-            check_size(f"PlasticFeedforward: {what}", n)
-        if drive is not None:
-            _choice("PlasticFeedforward: drive", drive, DRIVES)
-        _choice("PlasticFeedforward: alpha", alpha, ("per-synapse", "shared"))
+        self._check_options(dict(n_in=n_in, n_hidden=n_hidden, n_out=n_out), alpha, drive)
         _choice("PlasticFeedforward: output_activation", output_activation, ("tanh", "linear"))
         super().__init__(seed=seed)
         self.drive, self.n_hidden = drive, n_hidden
-        g = self.generator
         self.add_population("input", n_in)
         self.add_population("hidden", n_hidden, activation="tanh")
         self.add_population("output", n_out, activation=output_activation)
@@ -94,22 +88,18 @@ class PlasticFeedforward(EpisodeCircuit):
             init=_init.resolve(hidden_init, _init.uniform(n_in**-0.5)),
             bias=True,
         )
-        w_init = _init.resolve(weight_init, _init.normal(0.01))
-        shape = (n_out, n_hidden) if alpha == "per-synapse" else ()
-        self.add_pathway(
-            HebbianPathway(
-                "hidden",
-                "output",
-                w_init((n_out, n_hidden), g),
-                torch.zeros(n_out) if bias else None,
-                alpha=_alpha(alpha_init, shape, g),
-                eta=eta,
-                form=form,
-                learn_alpha=learn_alpha,
-                learn_eta=learn_eta,
-                role="feedforward",
-                init=w_init,
-            )
+        self.add_hebbian(
+            "hidden",
+            "output",
+            alpha=alpha,
+            alpha_init=alpha_init,
+            weight_init=weight_init,
+            eta=eta,
+            form=form,
+            learn_alpha=learn_alpha,
+            learn_eta=learn_eta,
+            bias=bias,
+            role="feedforward",
         )
         if drive is not None:
             self.add_pathway(OneToOnePathway("input", "output", n_in, n_out))
@@ -139,33 +129,27 @@ class PlasticFeedforward(EpisodeCircuit):
         drive = None
         if self.drive is not None:
             drive = over_time(self.pathways["input->output"], xs, n_out)
+        clamp = drive != 0 if self.drive == "clamp" else None
         outs = []
         for t in range(xs.shape[0]):
-            h = hs[t]
-            u = pw(h, hebb)  # w h + b + (α ⊙ Hebb) h
-            clamped = None
-            if self.drive == "clamp":
-                clamped = drive[t] != 0
-                o = torch.where(clamped, drive[t], act.f(u))
-            else:
-                if drive is not None:
-                    u = u + drive[t]
-                o = act.f(u)
-            before = hebb
-            if hebb is not None:
-                hebb = pw.step_trace(hebb, h, o)
+            h, before = hs[t], hebb
+            d = drive[t] if drive is not None else None
+            o, u, hebb = plastic_step(pw, h, hebb, act.f, d, clamp_t(clamp, t))
             outs.append(o)
             if on_step is not None:
                 on_step(
-                    Step(
+                    step_record(
                         t,
                         xs[t],
-                        {"hidden": h, "output": o},
-                        {"hidden": uh[t], "output": u},
-                        {"output": clamped} if clamped is not None else {},
-                        {pw.name: h},
-                        {pw.name: before} if before is not None else {},
-                        {pw.name: o},
+                        "output",
+                        o,
+                        u,
+                        clamp_t(clamp, t),
+                        pw,
+                        h,
+                        before,
+                        rates={"hidden": h},
+                        currents={"hidden": uh[t]},
                     )
                 )
         out = torch.stack(outs) if outs else xs.new_zeros(0, xs.shape[1], n_out)
