@@ -272,6 +272,12 @@ def angle_axes(ax, title: str) -> None:
     ax.legend(fontsize=8)
 
 
+def synthetic_gradient_axes(ax, interface: str, title: str) -> None:
+    """Labels, the 90° line, limits and legend of a ∠(ĝ, true gradient)-over-training panel."""
+    ax.axhline(90, color="grey", lw=0.8, ls=":")
+    ax.set(xlabel="step", ylabel=f"∠(ĝ, ∂ℓ/∂{interface}) (degrees)", title=title, ylim=(0, 120))
+
+
 def compare(task, rules: Sequence[str], args: argparse.Namespace, out: Path):
     """``bioprop.compare`` of ``rules`` on ``task`` with the image scripts' options (seeds,
     quick budget, overwrite; a quick run always overwrites), its table printed."""

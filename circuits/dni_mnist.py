@@ -389,13 +389,7 @@ def figure(name, part_a, part_b, depths, p_depth, args) -> None:
         angles = part_a[(rule, L)][0]["angles"]
         for j, (pop, a) in enumerate(angles.items()):
             ax[0, 2].plot(a.step, a.values, ls=ls, color=f"C{j}", label=f"{rule} {pop}")
-    ax[0, 2].axhline(90, color="grey", lw=0.8, ls=":")
-    ax[0, 2].set(
-        xlabel="step",
-        ylabel="∠(ĝ, ∂ℓ/∂h) (degrees)",
-        title=f"synthetic vs true gradient ({L} layers, seed 0)",
-        ylim=(0, 120),
-    )
+    C.synthetic_gradient_axes(ax[0, 2], "h", f"synthetic vs true gradient ({L} layers, seed 0)")
     ax[0, 2].legend(fontsize=7, ncol=2)
     fig.suptitle(f"Decoupled neural interfaces on {name} (Jaderberg et al. 2017, FCN)")
     png = C.save_figure(fig, args.out / f"dni_mnist_{name}.png")

@@ -251,13 +251,8 @@ def main(argv=None) -> None:
     ax[0, 0].set(xlabel="step", ylabel="test error (%)", title="learning curves")
     ax[0, 0].set_ylim(bottom=0)
     ax[0, 0].legend(fontsize=7)
-    ax[0, 1].axhline(90, color="grey", lw=0.8, ls=":")
-    ax[0, 1].set(
-        xlabel="step",
-        ylabel="∠(ĝ, ∂ℓ/∂h2) (degrees)",
-        title=f"synthetic vs true gradient at {INTERFACE} (seed 0)",
-        ylim=(0, 120),
-    )
+    title = f"synthetic vs true gradient at {INTERFACE} (seed 0)"
+    C.synthetic_gradient_axes(ax[0, 1], "h2", title)
     ax[0, 1].legend(fontsize=7)
     fig.suptitle("Decoupling the bottom half (Miyato et al. 2017 VFBN vs DNI vs baselines)")
     png = C.save_figure(fig, args.out / "vfbn.png")

@@ -98,8 +98,12 @@ class Pathway(nn.Module):
     @plastic.setter
     def plastic(self, value: bool) -> None:
         self._plastic = bool(value)
-        for p in self.own_parameters():
+        for p in self.switched_parameters():
             p.requires_grad_(self._plastic)
+
+    def switched_parameters(self) -> list[nn.Parameter]:
+        """The parameters :attr:`plastic` switches on and off (all of them here)."""
+        return self.own_parameters()
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -24,6 +24,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -314,12 +315,12 @@ def _locate(
 
 def _load(
     source: _Source,
-    scale: str,
-    flatten: bool,
-    root: str | os.PathLike | None,
-    download: bool,
-    mirrors: Sequence[str] | None,
-    timeout: float,
+    scale: str = "unit",
+    flatten: bool = True,
+    root: str | os.PathLike | None = None,
+    download: bool = True,
+    mirrors: Sequence[str] | None = None,
+    timeout: float = 10.0,
 ) -> Dataset:
     if scale not in SCALES:
         raise ValueError(f"{source.name}: scale must be one of {SCALES}, got {scale!r}")
@@ -381,18 +382,13 @@ def _load(
     )
 
 
-def mnist(
-    scale: str = "unit",
-    flatten: bool = True,
-    root: str | os.PathLike | None = None,
-    download: bool = True,
-    mirrors: Sequence[str] | None = None,
-    timeout: float = 10.0,
-) -> Dataset:
+def mnist(**options: Any) -> Dataset:
     """MNIST handwritten digits (LeCun et al. 1998).
 
     Parameters
     ----------
+    **options
+        Any of the keywords below.
     scale
         ``"unit"``: pixels / 255, in [0, 1]. ``"standardize"``: minus the train
         set's mean pixel, divided by its standard deviation (one scalar each,
@@ -424,23 +420,17 @@ def mnist(
     ValueError
         If a file is corrupt or the images and labels do not match.
     """
-    return _load(MNIST, scale, flatten, root, download, mirrors, timeout)
+    return _load(MNIST, **options)
 
 
-def fashion_mnist(
-    scale: str = "unit",
-    flatten: bool = True,
-    root: str | os.PathLike | None = None,
-    download: bool = True,
-    mirrors: Sequence[str] | None = None,
-    timeout: float = 10.0,
-) -> Dataset:
+def fashion_mnist(**options: Any) -> Dataset:
     """Fashion-MNIST: Zalando article images, a drop-in for MNIST (Xiao et al. 2017).
 
-    Parameters, return value and errors as for :func:`mnist`. Without ``root`` it
+    Options (``scale``, ``flatten``, ``root``, ``download``, ``mirrors``, ``timeout``),
+    return value and errors as for :func:`mnist`. Without ``root`` it
     also looks in ``$BIOPROP_SYSTEM_DATASETS/fashion-mnist`` (default
     ``/usr/share/datasets/fashion-mnist``, Debian's ``dataset-fashion-mnist``)
     before downloading; ``meta["classes"]`` has the
     class names (T-shirt/top, Trouser, ...).
     """
-    return _load(FASHION_MNIST, scale, flatten, root, download, mirrors, timeout)
+    return _load(FASHION_MNIST, **options)

@@ -199,48 +199,56 @@ _RANDOM_FEEDBACK = ("fa", "dfa", "sign-symmetry")
 #: scale fa's hidden teaching signal is ~50× too small and it looks orders of magnitude worse
 _LILLICRAP_FEEDBACK = {r: {"feedback_init": _init.uniform(0.5)} for r in _RANDOM_FEEDBACK}
 
+
+def _teacher_task(name: str, description: str, load, epochs: int, record_every: int, **fields):
+    """Lillicrap et al.'s student-teacher set-up: a 30-20-10 student, squared error,
+    per-example SGD at lr 0.01, their feedback scale for fa/dfa/sign-symmetry."""
+    return Task(
+        name,
+        description,
+        load,
+        [30, 20, 10],
+        loss="mse",
+        optimizer=("sgd", {"lr": 0.01}),
+        rule_options=_LILLICRAP_FEEDBACK,
+        epochs=epochs,
+        batch_size=1,
+        record_every=record_every,
+        quick_max_steps=200,
+        **fields,
+    )
+
+
 register(
-    Task(
+    _teacher_task(
         "linear",
         "Lillicrap et al. 2016 Fig. 1: linear 30-20-10 student of y = T x, per-example updates",
         _linear,
-        [30, 20, 10],
+        2,
+        100,
         activation="linear",
         init=_init.uniform(0.01),
         bias=False,
-        loss="mse",
-        optimizer=("sgd", {"lr": 0.01}),
         # shallow trains only the read-out of a fixed random 20-unit layer whose activity is
         # ~100× smaller than x (weights U[±0.01]); it needs a correspondingly larger step
         rule_optimizer={
             "node-perturbation": ("sgd", {"lr": 0.003}),
             "shallow": ("sgd", {"lr": 3.0}),
         },
-        rule_options=_LILLICRAP_FEEDBACK,
-        epochs=2,
-        batch_size=1,
-        record_every=100,
-        quick_max_steps=200,
         reference="Lillicrap et al. 2016, Fig. 1a",
     )
 )
 register(
-    Task(
+    _teacher_task(
         "nonlinear",
         "30-20-10 tanh student of a fixed random 30-20-10 tanh teacher",
         _nonlinear,
-        [30, 20, 10],
+        5,
+        500,
         activation="tanh",
         output_activation="linear",
         init=_init.uniform(0.1),
-        loss="mse",
-        optimizer=("sgd", {"lr": 0.01}),
         rule_optimizer={"node-perturbation": ("sgd", {"lr": 0.002})},
-        rule_options=_LILLICRAP_FEEDBACK,
-        epochs=5,
-        batch_size=1,
-        record_every=500,
-        quick_max_steps=200,
         reference="Lillicrap et al. 2016, Supplementary (nonlinear teacher)",
     )
 )
@@ -321,12 +329,11 @@ for _name in ("fashion-mnist", "mnist"):
     _add_equilibrium_propagation(_name)
 
 
-def _add_sequence_task(task_name: str) -> None:
-    """Copy and repeat copy for the recurrent rules (bptt, dni, dni-aux; Jaderberg et al.
-    2017 §3.2): an LSTM circuit, a sequence task with its curriculum, the paper's budget
-    (:mod:`bioprop.recurrent.presets`).  ``final_loss`` is bits per character."""
-    from bioprop.recurrent import presets
-
+def _add_recurrent_task(
+    task_name: str, presets, kind_options: dict, record_every: int, reference: str, **more
+) -> None:
+    """Register a task of recurrent circuits built by a family's ``presets`` module (its
+    ``DESCRIPTIONS``, ``load``, ``circuit``, ``quick_kind_options`` and ``RULES``)."""
     register(
         Task(
             task_name,
@@ -335,14 +342,30 @@ def _add_sequence_task(task_name: str) -> None:
             [],
             layered=False,
             circuits={"recurrent": presets.circuit(task_name)},
-            kind_options={"recurrent": presets.kind_options()},
+            kind_options={"recurrent": kind_options},
             quick_kind_options={"recurrent": presets.quick_kind_options()},
-            rule_options=presets.rule_options(),
             default_rules=presets.RULES,
-            record_every=250,
+            record_every=record_every,
             evaluate_on_record=False,
-            reference="Jaderberg et al. 2017, Table 2 (max N modelled)",
+            reference=reference,
+            **more,
         )
+    )
+
+
+def _add_sequence_task(task_name: str) -> None:
+    """Copy and repeat copy for the recurrent rules (bptt, dni, dni-aux; Jaderberg et al.
+    2017 §3.2): an LSTM circuit, a sequence task with its curriculum, the paper's budget
+    (:mod:`bioprop.recurrent.presets`).  ``final_loss`` is bits per character."""
+    from bioprop.recurrent import presets
+
+    _add_recurrent_task(
+        task_name,
+        presets,
+        presets.kind_options(),
+        250,
+        "Jaderberg et al. 2017, Table 2 (max N modelled)",
+        rule_options=presets.rule_options(),
     )
 
 
@@ -411,21 +434,12 @@ def _add_plasticity_task(task_name: str) -> None:
     erased pixel)."""
     from bioprop.plasticity import presets
 
-    register(
-        Task(
-            task_name,
-            presets.DESCRIPTIONS[task_name],
-            presets.load(task_name),
-            [],
-            layered=False,
-            circuits={"recurrent": presets.circuit(task_name)},
-            kind_options={"recurrent": presets.kind_options(task_name)},
-            quick_kind_options={"recurrent": presets.quick_kind_options()},
-            default_rules=presets.RULES,
-            record_every=500,
-            evaluate_on_record=False,
-            reference="Miconi, Clune & Stanley 2018 (differentiable plasticity)",
-        )
+    _add_recurrent_task(
+        task_name,
+        presets,
+        presets.kind_options(task_name),
+        500,
+        "Miconi, Clune & Stanley 2018 (differentiable plasticity)",
     )
 
 

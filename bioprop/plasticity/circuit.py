@@ -164,32 +164,44 @@ class EpisodeCircuit(Circuit):
                 f"episode inputs must have shape (time, batch, {n_in}), got {tuple(xs.shape)}"
             )
 
-    def _check_options(self, sizes: dict[str, int], alpha: str, drive: str | None) -> None:
-        """Refuse a non-positive size, an unknown α layout or drive, naming the option."""
+    def _check_options(self, sizes: dict[str, int], drive: str | None) -> None:
+        """Refuse a non-positive size or an unknown drive, naming the option."""
         who = type(self).__name__
         for what, n in sizes.items():
             check_size(f"{who}: {what}", n)
         if drive is not None:
             _choice(f"{who}: drive", drive, DRIVES)
-        _choice(f"{who}: alpha", alpha, ("per-synapse", "shared"))
 
     def add_hebbian(
         self,
         pre: str,
         post: str,
         *,
-        alpha: str,
-        alpha_init,
-        weight_init,
-        eta,
-        form: str,
-        learn_alpha: bool,
-        learn_eta: bool,
-        bias: bool,
         role: str,
+        bias: bool,
+        alpha: str = "per-synapse",
+        alpha_init: _init.Init | float | None = None,
+        weight_init: _init.Init | None = None,
+        eta: float | nn.Parameter = 0.01,
+        learn_alpha: bool = True,
+        learn_eta: bool = True,
+        form: str = "decay",
     ) -> HebbianPathway:
-        """Add the Hebbian pathway ``pre → post``: w ~ ``weight_init`` (default N(0, 0.01²)),
-        α per synapse or shared (:func:`_alpha`), bias zero when asked."""
+        """Add the Hebbian pathway ``pre → post`` (the plastic circuits' ``**plasticity``
+        options, defined here once).
+
+        Parameters
+        ----------
+        alpha
+            ``"per-synapse"`` (default) or ``"shared"`` (one α for the pathway).
+        alpha_init, weight_init
+            Initial α and w (default N(0, 0.01²) each, the paper's code); a number sets
+            every α to it.
+        eta, learn_alpha, learn_eta, form
+            As :class:`HebbianPathway` (η = 0.01, learned, decay form by default).
+            ``alpha_init=0, learn_alpha=False`` is the non-plastic twin (no trace at all).
+        """
+        _choice(f"{type(self).__name__}: alpha", alpha, ("per-synapse", "shared"))
         n_post, n_pre = self.populations[post].size, self.populations[pre].size
         w_init = _init.resolve(weight_init, _init.normal(0.01))
         shape = (n_post, n_pre) if alpha == "per-synapse" else ()
@@ -228,17 +240,13 @@ class PlasticRNN(EpisodeCircuit):
     output
         ``"units"``: the rates of the first ``n_out`` units (the paper); ``"readout"``: a
         trained linear read-out with bias.
-    alpha
-        ``"per-synapse"`` (default) or ``"shared"`` (one α for the pathway).
-    alpha_init, weight_init
-        Initial α and w (default N(0, 0.01²) each, the paper's code).
-    eta, learn_eta, learn_alpha, form
-        As :class:`HebbianPathway` (η = 0.01, learned, decay form by default).
-        ``alpha_init=0, learn_alpha=False`` is the non-plastic twin (no trace at all).
     bias
         A trained bias on the recurrent units (default False: the paper has none).
     seed
         Seed of the initial weights.
+    **plasticity
+        The recurrent pathway's ``alpha`` layout, ``alpha_init``, ``weight_init``, ``eta``,
+        ``learn_alpha``, ``learn_eta``, ``form`` (:meth:`EpisodeCircuit.add_hebbian`).
     """
 
     def __init__(
@@ -250,17 +258,11 @@ class PlasticRNN(EpisodeCircuit):
         input: str = "one-to-one",
         drive: str = "add",
         output: str = "units",
-        alpha: str = "per-synapse",
-        alpha_init: _init.Init | float | None = None,
-        weight_init: _init.Init | None = None,
-        eta: float | nn.Parameter = 0.01,
-        learn_alpha: bool = True,
-        learn_eta: bool = True,
-        form: str = "decay",
         bias: bool = False,
         seed: int = 0,
+        **plasticity,
     ):
-        self._check_options(dict(n_in=n_in, n_hidden=n_hidden, n_out=n_out), alpha, drive)
+        self._check_options(dict(n_in=n_in, n_hidden=n_hidden, n_out=n_out), drive)
         self.input_mode = _choice("PlasticRNN: input", input, INPUTS)
         self.drive = drive
         self.output_mode = _choice("PlasticRNN: output", output, OUTPUTS)
@@ -286,19 +288,7 @@ class PlasticRNN(EpisodeCircuit):
             self.add_pathway(OneToOnePathway("input", "hidden", n_in, n_hidden))
         else:
             self.connect("input", "hidden", init=_init.uniform(n_hidden**-0.5), bias=True)
-        self.add_hebbian(
-            "hidden",
-            "hidden",
-            alpha=alpha,
-            alpha_init=alpha_init,
-            weight_init=weight_init,
-            eta=eta,
-            form=form,
-            learn_alpha=learn_alpha,
-            learn_eta=learn_eta,
-            bias=bias,
-            role="lateral",
-        )
+        self.add_hebbian("hidden", "hidden", role="lateral", bias=bias, **plasticity)
         if output == "units":
             self.add_pathway(OneToOnePathway("hidden", "output", n_hidden, n_out))
         else:

@@ -18,7 +18,6 @@ local rule such as fa trains (``dp-fa``).
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from bioprop.core import init as _init
 from bioprop.plasticity.circuit import (
@@ -47,13 +46,11 @@ class PlasticFeedforward(EpisodeCircuit):
     drive
         None (default), ``"add"`` or ``"clamp"``: the input also reaches the first
         ``min(n_in, n_out)`` outputs one to one.
-    alpha, alpha_init, weight_init, eta, learn_alpha, learn_eta, form, bias
-        The output pathway, as :class:`~bioprop.plasticity.PlasticRNN`'s recurrent one
-        (``bias`` True by default here).
     hidden_init
         Initial W₁ (default U(±1/√n_in)).
-    seed
-        Seed of the initial weights.
+    bias, seed, **plasticity
+        As for :class:`~bioprop.plasticity.PlasticRNN`, for the output pathway (``bias``
+        True by default here).
     """
 
     def __init__(
@@ -64,18 +61,12 @@ class PlasticFeedforward(EpisodeCircuit):
         *,
         output_activation: str = "tanh",
         drive: str | None = None,
-        alpha: str = "per-synapse",
-        alpha_init: _init.Init | float | None = None,
-        weight_init: _init.Init | None = None,
         hidden_init: _init.Init | None = None,
-        eta: float | nn.Parameter = 0.01,
-        learn_alpha: bool = True,
-        learn_eta: bool = True,
-        form: str = "decay",
         bias: bool = True,
         seed: int = 0,
+        **plasticity,
     ):
-        self._check_options(dict(n_in=n_in, n_hidden=n_hidden, n_out=n_out), alpha, drive)
+        self._check_options(dict(n_in=n_in, n_hidden=n_hidden, n_out=n_out), drive)
         _choice("PlasticFeedforward: output_activation", output_activation, ("tanh", "linear"))
         super().__init__(seed=seed)
         self.drive, self.n_hidden = drive, n_hidden
@@ -88,19 +79,7 @@ class PlasticFeedforward(EpisodeCircuit):
             init=_init.resolve(hidden_init, _init.uniform(n_in**-0.5)),
             bias=True,
         )
-        self.add_hebbian(
-            "hidden",
-            "output",
-            alpha=alpha,
-            alpha_init=alpha_init,
-            weight_init=weight_init,
-            eta=eta,
-            form=form,
-            learn_alpha=learn_alpha,
-            learn_eta=learn_eta,
-            bias=bias,
-            role="feedforward",
-        )
+        self.add_hebbian("hidden", "output", role="feedforward", bias=bias, **plasticity)
         if drive is not None:
             self.add_pathway(OneToOnePathway("input", "output", n_in, n_out))
         self.input, self.output = "input", "output"

@@ -86,17 +86,9 @@ class HebbianPathway(Pathway):
             self.eta = nn.Parameter(torch.tensor(value), requires_grad=bool(learn_eta))
 
     # -- which parameters the outer loop trains ----------------------------------------------
-    @property
-    def plastic(self) -> bool:
-        """Whether the outer loop trains w and b (α and η have their own switches)."""
-        return self._plastic
-
-    @plastic.setter
-    def plastic(self, value: bool) -> None:
-        self._plastic = bool(value)
-        for p in (self.weight, self.bias):
-            if p is not None:
-                p.requires_grad_(self._plastic)
+    def switched_parameters(self) -> list[nn.Parameter]:
+        """:attr:`plastic` switches w and b only (α and η have their own switches)."""
+        return [p for p in (self.weight, self.bias) if p is not None]
 
     def own_parameters(self) -> list[nn.Parameter]:
         return [p for p in (self.weight, self.bias, self.alpha, self.eta) if p is not None]

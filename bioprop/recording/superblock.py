@@ -41,18 +41,13 @@ def lookup3(data: bytes, initval: int = 0) -> int:
         a = (a + int.from_bytes(data[i : i + 4], "little")) & _M
         b = (b + int.from_bytes(data[i + 4 : i + 8], "little")) & _M
         c = (c + int.from_bytes(data[i + 8 : i + 12], "little")) & _M
-        a = (a - c) & _M ^ _rot(c, 4)
-        c = (c + b) & _M
-        b = (b - a) & _M ^ _rot(a, 6)
-        a = (a + c) & _M
-        c = (c - b) & _M ^ _rot(b, 8)
-        b = (b + a) & _M
-        a = (a - c) & _M ^ _rot(c, 16)
-        c = (c + b) & _M
-        b = (b - a) & _M ^ _rot(a, 19)
-        a = (a + c) & _M
-        c = (c - b) & _M ^ _rot(b, 4)
-        b = (b + a) & _M
+        for r1, r2, r3 in ((4, 6, 8), (16, 19, 4)):  # lookup3's mix(): two rounds of three
+            a = (a - c) & _M ^ _rot(c, r1)
+            c = (c + b) & _M
+            b = (b - a) & _M ^ _rot(a, r2)
+            a = (a + c) & _M
+            c = (c - b) & _M ^ _rot(b, r3)
+            b = (b + a) & _M
         n -= 12
         i += 12
     if n == 0:

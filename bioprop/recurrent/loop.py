@@ -222,18 +222,9 @@ def fit(
             recorder.close()
     last = history["error_bits"][-curriculum.window :]
     history["test_loss"] = [sum(last) / len(last) if last else math.nan]
-    return Run(
-        circuit,
-        rule,
-        data,
-        loss_name,
-        history,
-        step,
-        0,
-        time.perf_counter() - t0,
-        record.path if record is not None else None,
-        details=result(),
-    )
+    path = record.path if record is not None else None
+    wall = time.perf_counter() - t0
+    return Run(circuit, rule, data, loss_name, history, step, 0, wall, path, details=result())
 
 
 def _check(circuit, data, steps, max_steps, batch_size, loss) -> None:

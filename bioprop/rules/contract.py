@@ -245,3 +245,22 @@ def write_pathway_grads(
         pw.weight.grad = torch.addmm(pw.weight, d.t(), r_pre, beta=0.0, alpha=1.0 / n)
         if pw.bias is not None:
             pw.bias.grad = d.mean(dim=0)
+
+
+def check_batch_call(rule: Rule, x: Any, y: Any, loss: Any, batch: type, what: str, carries: str):
+    """``x`` if it is a ``batch`` and ``y`` and ``loss`` are None — the call of a rule whose
+    batches carry their own targets and loss (sequences, episodes) — else a clear error.
+
+    ``what`` names the batch (e.g. "a batch of sequences"), ``carries`` what it brings along
+    (e.g. "the Batch (its y, mask and the sequence loss)")."""
+    if not isinstance(x, batch):
+        raise TypeError(
+            f"rule {rule.name!r} steps on {what}: step(circuit, batch, None, None) with a "
+            f"{batch.__module__.rsplit('.', 1)[0]}.{batch.__name__}, got {type(x).__name__}"
+        )
+    if y is not None or loss is not None:
+        raise ValueError(
+            f"rule {rule.name!r}: the targets and the loss come with {carries}; pass y=None "
+            "and loss=None"
+        )
+    return x

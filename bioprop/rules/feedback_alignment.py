@@ -21,6 +21,8 @@ Every plastic feedforward pathway p -> q then gets ĝ_W = ⟨δ_q r_pᵀ⟩ and
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from bioprop.core import init as _init
@@ -74,6 +76,43 @@ def propagate(
     return delta
 
 
+def mirror_feedback(
+    forward: Pathway, spec, generator: torch.Generator, plastic: bool = False
+) -> Pathway:
+    """The feedback pathway ``target -> source`` that carries δ back across ``forward``: role
+    ``feedback``, ``mirrors`` the forward pathway, weight B (source.size × target.size)
+    drawn from ``spec`` (None: like the forward pathway's init), no bias."""
+    n_post, n_pre = forward.shape
+    w, used = _draw(spec, forward, (n_pre, n_post), generator)
+    return Pathway(
+        forward.target,
+        forward.source,
+        w,
+        None,
+        role="feedback",
+        plastic=plastic,
+        mirrors=forward.name,
+        init=used,
+    )
+
+
+def install_mirrors(
+    rule: Rule,
+    circuit: Circuit,
+    make: Callable[[Pathway], Pathway],
+) -> dict[str, Pathway]:
+    """Add ``make(forward)`` for every feedforward pathway that leaves a hidden population
+    (no teaching signal is sent to the input); returns them by forward pathway name."""
+    feedback = {}
+    for fw in list(circuit.feedforward_pathways()):
+        if fw.source == circuit.input:
+            continue
+        fb = make(fw)
+        rule._add(circuit, fb)
+        feedback[fw.name] = fb
+    return feedback
+
+
 class _FeedbackRule(Rule):
     """Shared machinery: one feedback pathway per forward pathway leaving a hidden population."""
 
@@ -83,27 +122,10 @@ class _FeedbackRule(Rule):
         self.feedback: dict[str, Pathway] = {}
 
     def _make(self, forward: Pathway, generator: torch.Generator) -> Pathway:
-        n_post, n_pre = forward.shape
-        w, used = _draw(self.feedback_init, forward, (n_pre, n_post), generator)
-        return Pathway(
-            forward.target,
-            forward.source,
-            w,
-            None,
-            role="feedback",
-            plastic=False,
-            mirrors=forward.name,
-            init=used,
-        )
+        return mirror_feedback(forward, self.feedback_init, generator)
 
     def install(self, circuit, generator):
-        self.feedback = {}
-        for pw in list(circuit.feedforward_pathways()):
-            if pw.source == circuit.input:
-                continue  # no teaching signal is sent to the input
-            fb = self._make(pw, generator)
-            self._add(circuit, fb)
-            self.feedback[pw.name] = fb
+        self.feedback = install_mirrors(self, circuit, lambda fw: self._make(fw, generator))
 
     def teach(self, circuit, state, y, loss):
         with torch.no_grad():
@@ -133,7 +155,7 @@ class FeedbackAlignment(_FeedbackRule):
 
 
 @register
-class DirectFeedbackAlignment(Rule):
+class DirectFeedbackAlignment(_FeedbackRule):
     """Direct feedback alignment: δ_p = f'(u_p) ⊙ B_{out->p} e for every hidden p.
 
     Parameters
@@ -144,11 +166,6 @@ class DirectFeedbackAlignment(Rule):
 
     name = "dfa"
     description = "direct feedback alignment: the output error reaches every layer through B"
-
-    def __init__(self, feedback_init: _init.Init | str | None = None):
-        super().__init__()
-        self.feedback_init = feedback_init
-        self.feedback: dict[str, Pathway] = {}
 
     def install(self, circuit, generator):
         out = circuit.output
@@ -188,9 +205,6 @@ class DirectFeedbackAlignment(Rule):
             write_pathway_grads(circuit, state, delta)
             L = loss(state.r[out], y)
         return Signals(L, state.r[out], delta)
-
-    def hyperparameters(self):
-        return {"feedback_init": repr(self.feedback_init) if self.feedback_init else "like-forward"}
 
 
 @register

@@ -34,7 +34,12 @@ from bioprop.core.circuit import Circuit, SweepState
 from bioprop.core.losses import Loss
 from bioprop.core.pathway import Pathway
 from bioprop.rules.contract import Rule, Signals, write_pathway_grads
-from bioprop.rules.feedback_alignment import output_error, propagate
+from bioprop.rules.feedback_alignment import (
+    install_mirrors,
+    mirror_feedback,
+    output_error,
+    propagate,
+)
 from bioprop.rules.registry import register
 
 __all__ = ["KolenPollack", "write_feedback_grads"]
@@ -117,25 +122,9 @@ class KolenPollack(Rule):
 
     # -- attaching: one plastic B per forward pathway above the input ---------------------
     def install(self, circuit: Circuit, generator: torch.Generator) -> None:
-        self.feedback = {}
-        for fw in list(circuit.feedforward_pathways()):
-            if fw.source == circuit.input:
-                continue  # no teaching signal is sent to the input
-            n_post, n_pre = fw.shape
-            default = fw.init if fw.init is not None else _init.kaiming_uniform()
-            chosen = _init.resolve(self.feedback_init, default)
-            fb = Pathway(
-                fw.target,
-                fw.source,
-                chosen((n_pre, n_post), generator),
-                None,
-                role="feedback",
-                plastic=True,  # the difference from fa: B learns
-                mirrors=fw.name,
-                init=chosen,
-            )
-            self._add(circuit, fb)
-            self.feedback[fw.name] = fb
+        self.feedback = install_mirrors(  # plastic=True is the difference from fa: B learns
+            self, circuit, lambda fw: mirror_feedback(fw, self.feedback_init, generator, True)
+        )
 
     # -- one step ------------------------------------------------------------------------
     def teach(self, circuit: Circuit, state: SweepState, y: torch.Tensor, loss: Loss) -> Signals:

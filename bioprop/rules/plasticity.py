@@ -44,25 +44,15 @@ from bioprop.plasticity.reference import episode_bptt, trained_parameters
 from bioprop.plasticity.tasks import EpisodeBatch, episode_error, episode_loss, output_error
 from bioprop.plasticity.trace import eligibility
 from bioprop.recurrent.circuit import RecurrentCircuit
-from bioprop.rules.contract import Rule, Signals
+from bioprop.rules.contract import Rule, Signals, check_batch_call
 from bioprop.rules.registry import register
 
 __all__ = ["EpisodeRule", "DPBPTT", "DPFA"]
 
 
 def _check_call(rule: Rule, x: Any, y: Any, loss: Any) -> EpisodeBatch:
-    if not isinstance(x, EpisodeBatch):
-        raise TypeError(
-            f"rule {rule.name!r} steps on a batch of episodes: step(circuit, batch, None, "
-            "None) with a bioprop.plasticity.EpisodeBatch (from an episode task's sample), "
-            f"got {type(x).__name__}"
-        )
-    if y is not None or loss is not None:
-        raise ValueError(
-            f"rule {rule.name!r}: the targets and the loss come with the episodes (their y, "
-            "mask and the squared error at the last step); pass y=None and loss=None"
-        )
-    return x
+    carries = "the episodes (their y, mask and the squared error at the last step)"
+    return check_batch_call(rule, x, y, loss, EpisodeBatch, "a batch of episodes", carries)
 
 
 class EpisodeRule(Rule):

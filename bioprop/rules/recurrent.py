@@ -48,7 +48,7 @@ from bioprop.recurrent.module import BoundarySyntheticGradient, fit_module, inje
 from bioprop.recurrent.reference import SequenceReference, core_named, full_bptt
 from bioprop.recurrent.tasks import Batch, bits_per_character, sequence_loss
 from bioprop.recurrent.unroll import check_truncation, windows
-from bioprop.rules.contract import Rule, Signals
+from bioprop.rules.contract import Rule, Signals, check_batch_call
 from bioprop.rules.registry import register
 
 __all__ = ["RecurrentRule", "BPTT", "DNI", "DNIAux", "SEQUENCE_LOSS"]
@@ -58,18 +58,8 @@ SEQUENCE_LOSS = "sequence binary cross-entropy (summed over bits and steps, mean
 
 
 def _check_call(rule: Rule, x: Any, y: Any, loss: Any) -> Batch:
-    if not isinstance(x, Batch):
-        raise TypeError(
-            f"recurrent rule {rule.name!r} steps on a batch of sequences: "
-            f"step(circuit, batch, None, None) with a bioprop.recurrent.Batch, "
-            f"got {type(x).__name__}"
-        )
-    if y is not None or loss is not None:
-        raise ValueError(
-            f"recurrent rule {rule.name!r}: the targets and the loss come with the Batch "
-            "(its y, mask and the sequence loss); pass y=None and loss=None"
-        )
-    return x
+    carries = "the Batch (its y, mask and the sequence loss)"
+    return check_batch_call(rule, x, y, loss, Batch, "a batch of sequences", carries)
 
 
 class RecurrentRule(Rule):

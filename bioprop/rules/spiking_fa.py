@@ -43,6 +43,7 @@ from bioprop.core.circuit import Circuit
 from bioprop.core.losses import Loss
 from bioprop.core.pathway import Pathway
 from bioprop.rules.contract import Rule, Signals
+from bioprop.rules.feedback_alignment import install_mirrors, mirror_feedback
 from bioprop.rules.reference import Reference
 from bioprop.rules.registry import register
 
@@ -188,23 +189,9 @@ class ThreeFactorFA(Rule):
         population: ``target -> source``, role ``feedback``, ``mirrors`` the forward one,
         weight B drawn with ``feedback_init`` (shape source.size × target.size)."""
         spec = _init.resolve(self.feedback_init, _init.uniform(1.0))
-        self.feedback = {}
-        for pw in list(circuit.feedforward_pathways()):
-            if pw.source == circuit.input:
-                continue
-            n_post, n_pre = pw.shape
-            fb = Pathway(
-                pw.target,
-                pw.source,
-                spec((n_pre, n_post), generator),
-                None,
-                role="feedback",
-                plastic=False,
-                mirrors=pw.name,
-                init=spec,
-            )
-            self._add(circuit, fb)
-            self.feedback[pw.name] = fb
+        self.feedback = install_mirrors(
+            self, circuit, lambda fw: mirror_feedback(fw, spec, generator)
+        )
 
     def set_feedback(self, circuit: Circuit, forward: str, weight: torch.Tensor) -> None:
         """Replace B of the feedback pathway mirroring ``forward`` (e.g. by W_forwardᵀ)."""

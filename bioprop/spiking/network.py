@@ -124,8 +124,8 @@ def build(
             g = m.group(
                 pop.size,
                 dt,
-                rule.neuron_equations(name == out_name),
-                rule.on_spike(False),
+                extra_equations=rule.neuron_equations(name == out_name),
+                on_spike=rule.on_spike(False),
                 namespace=ns,
                 name=f"pop_{_safe(name)}",
             )

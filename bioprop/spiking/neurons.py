@@ -94,6 +94,7 @@ class NeuronModel:
         self,
         n: int,
         dt: Quantity,
+        *,
         extra_equations: str = "",
         on_spike: str = "",
         namespace: dict[str, Any] | None = None,

@@ -96,30 +96,14 @@ class Drain:
                 name=f"states_{_safe(n)}",
             )
         every = self.every * schedule.present
-        self.weight_mon = {
-            p: StateMonitor(
-                syn[p],
-                _var(circuit, p),
-                record=True,
-                dt=every,
-                when="start",
-                order=-5,
-                name=f"weights_{_safe(p)}",
-            )
-            for p in plan_.weights
-        }
-        self.change_mon = {
-            p: StateMonitor(
-                syn[p],
-                "w_change",
-                record=True,
-                dt=every,
-                when="start",
-                order=-20,
-                name=f"changes_{_safe(p)}",
-            )
-            for p in plan_.tracked
-        }
+
+        def synapses(p: str, var: str, order: int, prefix: str) -> StateMonitor:
+            """Every synapse's ``var`` once per ``every``, at the start of the step."""
+            name = f"{prefix}_{_safe(p)}"
+            return StateMonitor(syn[p], var, True, dt=every, when="start", order=order, name=name)
+
+        self.weight_mon = {p: synapses(p, _var(circuit, p), -5, "weights") for p in plan_.weights}
+        self.change_mon = {p: synapses(p, "w_change", -20, "changes") for p in plan_.tracked}
         self.monitors = [
             *self.spike_mon.values(),
             *self.state_mon.values(),

@@ -292,17 +292,8 @@ def fit(
         bar.close()
         if recorder is not None:
             recorder.close()
-    return Run(
-        circuit,
-        rule,
-        data,
-        loss,
-        history,
-        step,
-        epoch,
-        time.perf_counter() - t0,
-        record.path if record is not None else None,
-    )
+    path = record.path if record is not None else None
+    return Run(circuit, rule, data, loss, history, step, epoch, time.perf_counter() - t0, path)
 
 
 def _log_eval(history, circuit, data, loss, rule, step, recorder) -> None:
