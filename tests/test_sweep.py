@@ -17,11 +17,11 @@ import xarray as xr
 
 import bioprop as bp
 from bioprop.experiments.cli import main
-from bioprop.experiments.lock import FileLock, LockedError
 from bioprop.experiments.runs import validation_split
 from bioprop.experiments.spec import SpecError, load_spec
 from bioprop.experiments.summary import open_summary
 from bioprop.experiments.sweep import parse_grid_flag, sweep
+from bioprop.recording.lock import FileLock, LockedError
 
 SPEC = """\
 task = "linear"

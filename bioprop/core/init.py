@@ -11,7 +11,9 @@ recording's provenance, so ``uniform(0.05)`` in a script reads back as
 
 from __future__ import annotations
 
+import ast
 import math
+import re
 from dataclasses import dataclass
 
 import torch
@@ -133,6 +135,9 @@ def resolve(spec: Init | str | None, default: Init | None = None) -> Init:
     if isinstance(spec, str):
         if spec in _NAMED:
             return _NAMED[spec]()
+        called = from_call(spec)
+        if called is not None:
+            return called
         raise ValueError(
             f"unknown initialiser {spec!r}; use one of {sorted(_NAMED)} "
             "or an object such as bioprop.core.init.uniform(0.05)"
@@ -159,3 +164,32 @@ class orthogonal(Init):  # noqa: N801
 
 _NAMED["orthogonal"] = orthogonal
 __all__.append("orthogonal")
+
+_CALL = re.compile(r"^\s*([A-Za-z_]\w*)\s*\((.*)\)\s*$", re.S)
+
+
+def from_call(text: str) -> Init | None:
+    """The initialiser a call written as text stands for, ``"uniform(0.05)"`` →
+    ``uniform(0.05)`` (literal arguments only: spec files and command-line flags); None
+    when ``text`` is not a call.  An unknown name or bad arguments raise ``ValueError``."""
+    m = _CALL.match(text)
+    if not m:
+        return None
+    name, args = m.groups()
+    known = {
+        n: obj
+        for n, obj in globals().items()
+        if isinstance(obj, type) and issubclass(obj, Init) and obj is not Init
+    }
+    if name not in known:
+        raise ValueError(
+            f"{text!r} calls no initialiser; known initialisers: {', '.join(sorted(known))}"
+        )
+    try:
+        parsed = ast.literal_eval(f"({args},)") if args.strip() else ()
+        return known[name](*parsed)
+    except (ValueError, SyntaxError, TypeError) as exc:
+        raise ValueError(f"{text!r}: {exc}") from None
+
+
+__all__.append("from_call")

@@ -35,9 +35,9 @@ import torch
 import xarray as xr
 
 from bioprop.experiments import tasks as _tasks
-from bioprop.experiments.lock import FileLock
 from bioprop.experiments.spec import SweepSpec, optimizer_spec, resolve_value
 from bioprop.recording.files import atomic_write
+from bioprop.recording.lock import FileLock
 
 __all__ = ["RunConfig", "plan", "execute_run", "failed_row", "ROW_VARIABLES", "row_path"]
 

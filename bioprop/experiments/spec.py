@@ -28,7 +28,6 @@ checked here, before any run starts; a mistake is refused with its line and the 
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import inspect
 import itertools
@@ -79,8 +78,6 @@ TASK_OPTIONS = (
     "evaluate_on_record",
 )
 _POSITIVE = ("epochs", "batch_size", "record_every", "quick_epochs", "quick_max_steps")
-_INITS = {n: getattr(_init, n) for n in _init.__all__ if n not in ("Init", "resolve")}
-_CALL = re.compile(r"^\s*([A-Za-z_]\w*)\s*\((.*)\)\s*$", re.S)
 
 
 class SpecError(ValueError):
@@ -98,22 +95,9 @@ def parse_value(text: str) -> Any:
 
 def resolve_value(value: Any) -> Any:
     """An option value as the library takes it: ``"uniform(0.05)"`` → ``init.uniform(0.05)``
-    (any initialiser of :mod:`bioprop.core.init`); other values unchanged."""
-    if not isinstance(value, str):
-        return value
-    m = _CALL.match(value)
-    if not m:
-        return value
-    name, args = m.groups()
-    if name not in _INITS:
-        raise ValueError(
-            f"{value!r} calls no initialiser; known initialisers: {', '.join(sorted(_INITS))}"
-        )
-    try:
-        parsed = ast.literal_eval(f"({args},)") if args.strip() else ()
-        return _INITS[name](*parsed)
-    except (ValueError, SyntaxError, TypeError) as exc:
-        raise ValueError(f"{value!r}: {exc}") from None
+    (:func:`bioprop.core.init.from_call`); other values unchanged."""
+    called = _init.from_call(value) if isinstance(value, str) else None
+    return value if called is None else called
 
 
 @dataclass

@@ -35,11 +35,11 @@ from typing import Any
 
 import xarray as xr
 
-from bioprop.experiments.lock import FileLock
 from bioprop.experiments.runs import FINAL_WINDOW, RunConfig, plan, row_path
 from bioprop.experiments.spec import SpecError, SweepSpec, load_spec, parse_value
 from bioprop.experiments.summary import cells, failures, finish_summary, format_sweep_table
 from bioprop.recording.files import atomic_write
+from bioprop.recording.lock import FileLock
 
 __all__ = ["sweep", "execute", "sweep_table", "format_sweep_table", "parse_grid_flag", "SpecError"]
 

@@ -1,4 +1,9 @@
-"""One writer per recording, and only recordings get replaced.
+"""Locks (one writer per recording, one sweep per folder, one attempt per run), and only
+recordings get replaced.
+
+Both locks write the same holder record (:func:`holder_record`: pid, host, start time,
+command) and refuse a second holder with the same message (:func:`describe_holder`), raising
+a :class:`LockedError`.
 
 :class:`WriterLock` is an exclusive ``flock`` on a hidden file beside the recording
 (``.NAME.lock``), taken before anything is created, truncated or continued, and held until
@@ -6,6 +11,12 @@ the writer closes.  It holds who writes (pid, host, start time, command), so a s
 is refused with a message naming the running one.  The kernel drops the lock when its holder
 dies, even by SIGKILL, so a killed run never blocks the next one (its lock file stays, empty
 of meaning, and is reused).
+
+:class:`FileLock` is a file created exclusively (``O_CREAT | O_EXCL``, atomic on local and
+NFS v3+ file systems) — the lock of a sweep's folder and of a run's attempt, which workers on
+other hosts must see.  It is stale — taken over without asking — when its holder ran on this
+host and is gone (a killed sweep or worker), or when it has not been refreshed
+(:meth:`FileLock.touch`) for ``stale_after`` seconds (a holder on another host that died).
 
 :func:`check_replaceable` refuses a path that holds something bioprop did not write: only a
 file whose root says ``Conventions = bioprop-recording-1`` (or an empty file) is replaced.
@@ -19,6 +30,7 @@ import json
 import os
 import socket
 import sys
+import time
 from pathlib import Path
 
 from bioprop.recording.provenance import timestamp
@@ -26,8 +38,12 @@ from bioprop.recording.superblock import SIGNATURE
 
 __all__ = [
     "CONVENTIONS",
+    "LockedError",
     "RecordingLockedError",
     "WriterLock",
+    "FileLock",
+    "holder_record",
+    "describe_holder",
     "lock_path",
     "conventions_of",
     "is_recording",
@@ -39,8 +55,26 @@ __all__ = [
 CONVENTIONS = "bioprop-recording-1"
 
 
-class RecordingLockedError(RuntimeError):
+class LockedError(RuntimeError):
+    """The lock is held by a live holder."""
+
+
+class RecordingLockedError(LockedError):
     """Another process is writing this recording."""
+
+
+def holder_record() -> dict:
+    """What a lock holder writes into its lock file: pid, host, start time (UTC), command."""
+    return {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": timestamp(),
+        "command": " ".join(sys.argv)[:300],
+    }
+
+
+def _is_this_process(info: dict) -> bool:
+    return info.get("pid") == os.getpid() and info.get("host") == socket.gethostname()
 
 
 def lock_path(path: str | os.PathLike) -> Path:
@@ -81,14 +115,8 @@ class WriterLock:
                 same = False
             if same:
                 self.fd = fd
-                info = {
-                    "pid": os.getpid(),
-                    "host": socket.gethostname(),
-                    "started": timestamp(),
-                    "command": " ".join(sys.argv)[:300],
-                }
                 os.ftruncate(fd, 0)
-                os.pwrite(fd, json.dumps(info).encode(), 0)
+                os.pwrite(fd, json.dumps(holder_record()).encode(), 0)
                 return self
             os.close(fd)
         raise RecordingLockedError(f"could not take the writer lock {self.file}")
@@ -107,6 +135,107 @@ class WriterLock:
         return self.fd is not None
 
     def __enter__(self) -> WriterLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class FileLock:
+    """An exclusive lock file at ``path`` for ``what`` (used in messages).
+
+    Parameters
+    ----------
+    path
+        The lock file.
+    what
+        What it guards, for messages (``"the sweep in runs/x"``).
+    stale_after
+        Seconds after the last :meth:`touch` when a holder on another host counts as gone
+        (None: never; only same-host holders can be found dead).
+    """
+
+    def __init__(self, path: str | os.PathLike, what: str, stale_after: float | None = None):
+        self.path = Path(path)
+        self.what = what
+        self.stale_after = stale_after
+        self.held = False
+
+    def holder(self) -> dict | None:
+        """The holder's :func:`holder_record`, or None when unlocked."""
+        try:
+            return json.loads(self.path.read_text() or "{}")
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return {}  # being written right now: treat as held
+
+    def _stale(self, info: dict) -> bool:
+        if not info:
+            return False
+        if info.get("host") == socket.gethostname() and not _alive(int(info.get("pid", -1))):
+            return True
+        if self.stale_after is not None:
+            try:
+                return time.time() - self.path.stat().st_mtime > self.stale_after
+            except FileNotFoundError:
+                return True
+        return False
+
+    def acquire(self, wait: float = 0.0, poll: float = 0.2) -> FileLock:
+        """Take the lock; wait up to ``wait`` seconds for a live holder, then raise
+        :class:`LockedError` naming the holder and what to do."""
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                info = self.holder()
+                if info is None:
+                    continue  # released between our open and our read
+                if self._stale(info):
+                    self.path.unlink(missing_ok=True)
+                    continue
+                if time.monotonic() < deadline:
+                    time.sleep(poll)
+                    continue
+                raise LockedError(
+                    f"{self.what} is in use by another process ({describe_holder(info)}); wait "
+                    f"for it to finish or choose another folder; if nothing is running there, "
+                    f"delete {self.path}"
+                ) from None
+            with os.fdopen(fd, "w") as f:
+                json.dump(holder_record(), f)
+            self.held = True
+            return self
+
+    def touch(self) -> None:
+        """Refresh the lock (a heartbeat for :attr:`stale_after`)."""
+        if self.held:
+            try:
+                os.utime(self.path)
+            except FileNotFoundError:
+                pass
+
+    def release(self) -> None:
+        """Remove the lock if this process holds it."""
+        if not self.held:
+            return
+        if _is_this_process(self.holder() or {}):
+            self.path.unlink(missing_ok=True)
+        self.held = False
+
+    def __enter__(self) -> FileLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:
