@@ -333,6 +333,7 @@ def main(argv=None) -> None:
         suffix = "" if args.network == "shared" else "_per_torque"
         suffix += "" if args.ablation == "none" else f"_{args.ablation.replace('-', '_')}"
         suffix += "" if args.optimizer == "sgd" else f"_{args.optimizer}"
+        suffix += "" if args.epochs in (None, FULL["epochs"]) else f"_{args.epochs}epochs"
         dest = ROOT / "data" / "results" / f"kickback_regression{suffix}.json"
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_text(text)
