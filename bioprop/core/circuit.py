@@ -275,31 +275,26 @@ class Circuit(nn.Module):
     def outgoing(self, population: str, role: str = "feedforward") -> list[Pathway]:
         return [p for p in self.pathways.values() if p.source == population and p.role == role]
 
-    @property
-    def input(self) -> str:
-        """Name of the input population (the one no feedforward pathway reaches)."""
-        if self._input is None:
-            self._resolve_io()
-        return self._input
+    def _endpoint(which: str, doc: str) -> property:  # noqa: N805 (a property factory)
+        def get(self) -> str:
+            if getattr(self, f"_{which}") is None:
+                self._resolve_io()
+            return getattr(self, f"_{which}")
 
-    @input.setter
-    def input(self, name: str) -> None:
-        self._check_population(name, "input")
-        self._input = name
-        self._order = None
+        def set(self, name: str) -> None:
+            self._check_population(name, which)
+            setattr(self, f"_{which}", name)
+            self._order = None
 
-    @property
-    def output(self) -> str:
-        """Name of the output population (the one no feedforward pathway leaves)."""
-        if self._output is None:
-            self._resolve_io()
-        return self._output
+        return property(get, set, doc=doc)
 
-    @output.setter
-    def output(self, name: str) -> None:
-        self._check_population(name, "output")
-        self._output = name
-        self._order = None
+    input = _endpoint(
+        "input", "Name of the input population (the one no feedforward pathway reaches)."
+    )
+    output = _endpoint(
+        "output", "Name of the output population (the one no feedforward pathway leaves)."
+    )
+    del _endpoint
 
     def _resolve_io(self) -> None:
         if not self.populations:

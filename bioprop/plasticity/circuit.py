@@ -182,10 +182,7 @@ class EpisodeCircuit(Circuit):
         alpha: str = "per-synapse",
         alpha_init: _init.Init | float | None = None,
         weight_init: _init.Init | None = None,
-        eta: float | nn.Parameter = 0.01,
-        learn_alpha: bool = True,
-        learn_eta: bool = True,
-        form: str = "decay",
+        **trace,
     ) -> HebbianPathway:
         """Add the Hebbian pathway ``pre → post`` (the plastic circuits' ``**plasticity``
         options, defined here once).
@@ -197,8 +194,9 @@ class EpisodeCircuit(Circuit):
         alpha_init, weight_init
             Initial α and w (default N(0, 0.01²) each, the paper's code); a number sets
             every α to it.
-        eta, learn_alpha, learn_eta, form
-            As :class:`HebbianPathway` (η = 0.01, learned, decay form by default).
+        **trace
+            ``eta``, ``learn_alpha``, ``learn_eta``, ``form``: as :class:`HebbianPathway`
+            (η = 0.01, learned, decay form by default).
             ``alpha_init=0, learn_alpha=False`` is the non-plastic twin (no trace at all).
         """
         _choice(f"{type(self).__name__}: alpha", alpha, ("per-synapse", "shared"))
@@ -213,12 +211,9 @@ class EpisodeCircuit(Circuit):
                 w_init((n_post, n_pre), g),
                 torch.zeros(n_post) if bias else None,
                 alpha=_alpha(alpha_init, shape, g),
-                eta=eta,
-                form=form,
-                learn_alpha=learn_alpha,
-                learn_eta=learn_eta,
                 role=role,
                 init=w_init,
+                **trace,
             )
         )
 

@@ -83,7 +83,23 @@ def lock_path(path: str | os.PathLike) -> Path:
     return path.with_name(f".{path.name}.lock")
 
 
-class WriterLock:
+class _Lock:
+    """A lock as a context manager: ``with lock:`` acquires it and releases it on exit."""
+
+    def acquire(self):
+        raise NotImplementedError
+
+    def release(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+class WriterLock(_Lock):
     """Exclusive writer lock of the recording at ``path`` (a context manager)."""
 
     def __init__(self, path: str | os.PathLike):
@@ -134,12 +150,6 @@ class WriterLock:
     def held(self) -> bool:
         return self.fd is not None
 
-    def __enter__(self) -> WriterLock:
-        return self.acquire()
-
-    def __exit__(self, *exc) -> None:
-        self.release()
-
 
 def _alive(pid: int) -> bool:
     try:
@@ -151,7 +161,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-class FileLock:
+class FileLock(_Lock):
     """An exclusive lock file at ``path`` for ``what`` (used in messages).
 
     Parameters
@@ -234,12 +244,6 @@ class FileLock:
         if _is_this_process(self.holder() or {}):
             self.path.unlink(missing_ok=True)
         self.held = False
-
-    def __enter__(self) -> FileLock:
-        return self.acquire()
-
-    def __exit__(self, *exc) -> None:
-        self.release()
 
 
 def _read(fd: int) -> dict:

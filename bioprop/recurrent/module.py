@@ -98,13 +98,9 @@ class BoundarySyntheticGradient(ModulePathway):
             raise RuntimeError("this module has no auxiliary head (made with aux=False)")
         return self.aux(s)
 
-    def describe(self) -> dict:
-        d = super().describe()
-        d.update(
-            module=self.kind,
-            hidden=list(self.hidden),
-            aux=int(self.aux is not None),
-            state_size=self.state_size,
-            effective_weight="h -> dL/dh block of the module's linear-equivalent map",
-        )
-        return d
+    def module_facts(self) -> dict:
+        return {
+            "aux": int(self.aux is not None),
+            "state_size": self.state_size,
+            "effective_weight": "h -> dL/dh block of the module's linear-equivalent map",
+        }

@@ -100,6 +100,10 @@ class Rule:
     #: True for a rule that *is* its family's exact reference (bp), so comparing it with
     #: the reference says nothing
     is_reference: ClassVar[bool] = False
+    #: (batch type, what it is, what it carries) for families whose batches bring their own
+    #: targets and loss (sequences, episodes): their ``step`` checks calls with
+    #: :func:`check_batch_call`; None for rules stepped on (x, y, loss)
+    batch_call: ClassVar[tuple | None] = None
 
     def __init__(self) -> None:
         self.circuit: Circuit | None = None
@@ -247,12 +251,12 @@ def write_pathway_grads(
             pw.bias.grad = d.mean(dim=0)
 
 
-def check_batch_call(rule: Rule, x: Any, y: Any, loss: Any, batch: type, what: str, carries: str):
-    """``x`` if it is a ``batch`` and ``y`` and ``loss`` are None — the call of a rule whose
-    batches carry their own targets and loss (sequences, episodes) — else a clear error.
-
-    ``what`` names the batch (e.g. "a batch of sequences"), ``carries`` what it brings along
-    (e.g. "the Batch (its y, mask and the sequence loss)")."""
+def check_batch_call(rule: Rule, x: Any, y: Any, loss: Any):
+    """``x`` if it is the batch type of ``rule.batch_call`` and ``y`` and ``loss`` are None —
+    the call of a rule whose batches carry their own targets and loss (sequences, episodes)
+    — else a clear error.  ``rule.batch_call`` is (batch type, what it is, what it carries),
+    e.g. ``(Batch, "a batch of sequences", "the Batch (its y, mask and the sequence loss)")``."""
+    batch, what, carries = rule.batch_call
     if not isinstance(x, batch):
         raise TypeError(
             f"rule {rule.name!r} steps on {what}: step(circuit, batch, None, None) with a "

@@ -50,11 +50,6 @@ from bioprop.rules.registry import register
 __all__ = ["EpisodeRule", "DPBPTT", "DPFA"]
 
 
-def _check_call(rule: Rule, x: Any, y: Any, loss: Any) -> EpisodeBatch:
-    carries = "the episodes (their y, mask and the squared error at the last step)"
-    return check_batch_call(rule, x, y, loss, EpisodeBatch, "a batch of episodes", carries)
-
-
 class EpisodeRule(Rule):
     """Shared by the family: the reference, the recordings, the checks.
 
@@ -65,6 +60,12 @@ class EpisodeRule(Rule):
     """
 
     kind = "recurrent"
+    #: the batches this family steps on carry their own targets and loss
+    batch_call = (
+        EpisodeBatch,
+        "a batch of episodes",
+        "the episodes (their y, mask and the squared error at the last step)",
+    )
 
     def __init__(self, hebb_samples: int = 1):
         super().__init__()
@@ -79,7 +80,7 @@ class EpisodeRule(Rule):
 
     def reference(self, circuit: Circuit, x: Any, y: Any = None, loss: Any = None):
         """BPTT through the episode for the batch (``.grad`` untouched)."""
-        batch = _check_call(self, x, y, loss)
+        batch = check_batch_call(self, x, y, loss)
         ref = episode_bptt(circuit, batch)[0]
         self._reference = (batch, ref)  # the records of this batch's step show it
         return ref
@@ -140,7 +141,7 @@ class DPBPTT(EpisodeRule):
 
     def step(self, circuit: Circuit, x: Any, y: Any = None, loss: Any = None) -> Signals:
         """One outer step: ``.grad`` = ∂L/∂θ of every trained parameter (BPTT)."""
-        batch = _check_call(self, x, y, loss)
+        batch = check_batch_call(self, x, y, loss)
         if circuit is not self.circuit:
             self.attach(circuit)
         params = list(dict.fromkeys(trained_parameters(circuit).values()))
@@ -220,7 +221,7 @@ class DPFA(EpisodeRule):
         self.feedback[fw.name] = fb
 
     def step(self, circuit: Circuit, x: Any, y: Any = None, loss: Any = None) -> Signals:
-        batch = _check_call(self, x, y, loss)
+        batch = check_batch_call(self, x, y, loss)
         if circuit is not self.circuit:
             self.attach(circuit)
         n_b = batch.x.shape[1]

@@ -57,11 +57,6 @@ __all__ = ["RecurrentRule", "BPTT", "DNI", "DNIAux", "SEQUENCE_LOSS"]
 SEQUENCE_LOSS = "sequence binary cross-entropy (summed over bits and steps, mean over batch)"
 
 
-def _check_call(rule: Rule, x: Any, y: Any, loss: Any) -> Batch:
-    carries = "the Batch (its y, mask and the sequence loss)"
-    return check_batch_call(rule, x, y, loss, Batch, "a batch of sequences", carries)
-
-
 class RecurrentRule(Rule):
     """Truncated BPTT over windows of ``T`` steps; subclasses add boundary terms.
 
@@ -72,6 +67,8 @@ class RecurrentRule(Rule):
     """
 
     kind = "recurrent"
+    #: the batches this family steps on carry their own targets and loss
+    batch_call = (Batch, "a batch of sequences", "the Batch (its y, mask and the sequence loss)")
 
     def __init__(self, T: int = 3):
         super().__init__()
@@ -110,14 +107,14 @@ class RecurrentRule(Rule):
     def step(self, circuit: Circuit, x: Any, y: Any = None, loss: Any = None) -> Signals:
         """One update on a batch of sequences: ``.grad`` of the core (summed over windows)
         and of the module; see :meth:`backward`."""
-        return self.backward(circuit, _check_call(self, x, y, loss))
+        return self.backward(circuit, check_batch_call(self, x, y, loss))
 
     def reference(
         self, circuit: Circuit, x: Any, y: Any = None, loss: Any = None
     ) -> SequenceReference:
         """Full BPTT for the batch, with the true future gradients at this rule's window
         boundaries (:func:`bioprop.recurrent.full_bptt`)."""
-        return full_bptt(circuit, _check_call(self, x, y, loss), self.T)
+        return full_bptt(circuit, check_batch_call(self, x, y, loss), self.T)
 
     def backward(
         self,

@@ -98,19 +98,13 @@ class SyntheticGradientPathway(ModulePathway):
             h = torch.cat([h, _labels(y, self.n_label, h)], dim=1)
         return self.net(h)
 
-    def describe(self) -> dict:
-        d = super().describe()
-        d.update(
-            module=self.kind,
-            hidden=list(self.hidden),
-            conditioned=int(self.n_label > 0),
-            effective_weight=(
-                "A (the h columns)"
-                if self.kind == "linear"
-                else "W_L...W_1[:, :n], the MLP's map where all ReLUs are active"
-            ),
-        )
-        return d
+    def module_facts(self) -> dict:
+        linear = "A (the h columns)"
+        mlp = "W_L...W_1[:, :n], the MLP's map where all ReLUs are active"
+        return {
+            "conditioned": int(self.n_label > 0),
+            "effective_weight": linear if self.kind == "linear" else mlp,
+        }
 
 
 @register

@@ -115,6 +115,8 @@ class ModulePathway(Pathway):
     """
 
     columns: int | None = None  # how many of the first layer's input columns belong to h
+    kind: str = ""  # the module's kind ("linear", "mlp", "vfbn"), for recordings
+    hidden: tuple[int, ...] = ()  # its hidden layer sizes
 
     def __init__(self, population: str, name: str, net: nn.Module) -> None:
         nn.Module.__init__(self)
@@ -132,6 +134,18 @@ class ModulePathway(Pathway):
     # -- the Pathway interface --------------------------------------------------------------
     def own_parameters(self) -> list[nn.Parameter]:
         return list(self.net.parameters())
+
+    def describe(self) -> dict:
+        """The pathway's description plus the module's kind, hidden sizes and what its
+        :meth:`effective_weight` is (:meth:`module_facts`)."""
+        d = super().describe()
+        d.update(interface=self.interface, module=self.kind, hidden=list(self.hidden))
+        d.update(self.module_facts())
+        return d
+
+    def module_facts(self) -> dict:
+        """What a subclass adds to :meth:`describe` (e.g. ``effective_weight``)."""
+        return {}
 
     def _linear_weights(self) -> list[nn.Parameter]:
         return [m.weight for m in self.net if isinstance(m, nn.Linear)]
@@ -182,11 +196,6 @@ class ModulePathway(Pathway):
     ) -> torch.Tensor:
         """ĝ = ∂ℓ/∂h predicted from the interface's rates ``h`` (sample × neuron)."""
         raise NotImplementedError
-
-    def describe(self) -> dict:
-        d = super().describe()
-        d["interface"] = self.interface
-        return d
 
 
 def module_parameters(circuit) -> list[nn.Parameter]:

@@ -49,6 +49,8 @@ class VFBNPathway(ModulePathway):
     error, ĝ = PᵀP h + Pᵀ(c − y), so PᵀP is exactly the weight h enters ĝ with.
     """
 
+    kind = "vfbn"
+
     def __init__(
         self,
         population: str,
@@ -131,16 +133,12 @@ class VFBNPathway(ModulePathway):
             )
         return g, u_v
 
-    def describe(self) -> dict:
-        d = super().describe()
-        d.update(
-            module="vfbn",
-            hidden=list(self.hidden),
-            activation=self.activation,
-            output_activation=self.out_act.name,
-            effective_weight="P^T P, P = W_L...W_1 the virtual forward network's linear map",
-        )
-        return d
+    def module_facts(self) -> dict:
+        return {
+            "activation": self.activation,
+            "output_activation": self.out_act.name,
+            "effective_weight": "P^T P, P = W_L...W_1 the virtual forward network's linear map",
+        }
 
 
 @register
