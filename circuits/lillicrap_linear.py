@@ -7,7 +7,8 @@ U[-0.5, 0.5].  Four rules train the same circuit (same initial weights, same
 examples in the same order):
 
 * shallow            — only the hidden->output weights learn
-* node-perturbation  — hidden units learn from a broadcast scalar change in loss
+* node-perturbation  — every unit (hidden and output) learns from one broadcast scalar
+                       change in loss, times its own perturbation
                        (the paper's "reinforcement learning" baseline)
 * bp                 — backpropagation (autograd)
 * fa                 — feedback alignment: δ_hidden = B e
@@ -33,7 +34,7 @@ import bioprop as bp
 import _common as C
 
 # rule -> SGD learning rate (per-example updates)
-RULES = {"shallow": 3.0, "node-perturbation": 0.003, "bp": 0.01, "fa": 0.01}
+RULES = {"shallow": 3.0, "node-perturbation": 0.0005, "bp": 0.01, "fa": 0.01}
 FULL = {"steps": 2000, "eval_every": 40, "record_every": 100, "fa_record_every": 20, "n_test": 500}
 QUICK = {"steps": 100, "eval_every": 20, "record_every": 50, "fa_record_every": 10, "n_test": 200}
 

@@ -78,7 +78,7 @@ register(
         # shallow trains only the read-out of a fixed random 20-unit layer whose activity is
         # ~100× smaller than x (weights U[±0.01]); it needs a correspondingly larger step
         rule_optimizer={
-            "node-perturbation": ("sgd", {"lr": 0.003}),
+            "node-perturbation": ("sgd", {"lr": 0.0005}),
             "shallow": ("sgd", {"lr": 3.0}),
         },
         reference="Lillicrap et al. 2016, Fig. 1a",
@@ -94,7 +94,7 @@ register(
         activation="tanh",
         output_activation="linear",
         init=_init.uniform(0.1),
-        rule_optimizer={"node-perturbation": ("sgd", {"lr": 0.002})},
+        rule_optimizer={"node-perturbation": ("sgd", {"lr": 0.0005})},
         reference="Lillicrap et al. 2016, Supplementary (nonlinear teacher)",
     )
 )
