@@ -294,6 +294,24 @@ def test_vfbn_task_fit_is_a_local_supervised_head():
     torch.testing.assert_close(head.weight.grad, g_expected)
 
 
+@pytest.mark.parametrize("alpha_gs", [0.0, 1e-3, 1.0])
+def test_vfbn_alpha_gs_weighs_the_gradient_term_of_the_output_fit(alpha_gs):
+    # Miyato et al.'s objective L = L_out + α_gs L_grad: α_gs = 0 is the pure output fit
+    x, y = batch()
+    losses = {}
+    for fit, weight in (("output", None), ("gradient", None), ("both", alpha_gs)):
+        c = deep(output_activation="linear")
+        extra = {} if weight is None else {"alpha_gs": weight}
+        rule = layered_rule("vfbn", hidden=(4,), fit=fit, interfaces=["hidden2"], **extra)
+        losses[fit] = float(rule.attach(c).step(c, x, y, MSE).extra["module_loss"]["hidden2"])
+    assert losses["both"] == pytest.approx(losses["output"] + alpha_gs * losses["gradient"])
+
+
+def test_vfbn_refuses_a_negative_alpha_gs():
+    with pytest.raises(ValueError, match="alpha_gs must be a number >= 0"):
+        layered_rule("vfbn", alpha_gs=-1.0)
+
+
 # -- modules are feedback pathways; recordings and analyses -------------------------------------
 def test_modules_are_plastic_feedback_pathways_trained_by_the_same_optimizer():
     c = bp.Circuit.layered([5, 6, 4, 3], activation="relu", seed=0)

@@ -158,10 +158,16 @@ class VFBN(InterfaceRule):
         How v_f learns.  ``"gradient"`` (default): L_M = ⟨½‖ĝ_l − δ̃_l‖²⟩ by double backprop,
         the DNI objective — v_f imitates the upper network's backward pass.  ``"output"``:
         v_f imitates the upper network's output, L_M = ⟨½‖v_f(h_l) − u_out‖²⟩.  ``"both"``:
-        the sum.  ``"task"``: the task loss ⟨ℓ(y, f_out(v_f(h_l)))⟩ itself — a local
-        supervised head, not an imitation.  (On Fashion-MNIST, 4 layers, interface at the
-        middle, 705 steps: ∠(ĝ, ∂ℓ/∂h) ≈ 12–17° for "gradient", ≈ 20° for "both", ≈ 45°
-        for "output", ≈ 57° for "task"; see ``circuits/vfbn.py``.)
+        the output term plus ``alpha_gs`` times the gradient term (Miyato et al.'s objective:
+        the virtual network imitates the upper network, with a gradient-matching term of
+        weight α_gs; α_gs = 0 is pure output imitation).  ``"task"``: the task loss
+        ⟨ℓ(y, f_out(v_f(h_l)))⟩ itself — a local supervised head, not an imitation.  (On
+        Fashion-MNIST, 4 layers, interface at the middle, 705 steps: ∠(ĝ, ∂ℓ/∂h) ≈ 12–17°
+        for "gradient", ≈ 20° for "both" with α_gs = 1, ≈ 45° for "output", ≈ 57° for
+        "task"; see ``circuits/vfbn.py``.)
+    alpha_gs
+        Weight α_gs of the gradient-matching term under ``fit="both"`` (default 1; Miyato et
+        al. report α_gs = 0 and 1e-3).
     interfaces, p_update
         As for :class:`~bioprop.rules.synthetic_gradients.dni.DNI`.
     """
@@ -176,13 +182,17 @@ class VFBN(InterfaceRule):
         fit: str = "gradient",
         interfaces: Sequence[str] | None = None,
         p_update: float = 1.0,
+        alpha_gs: float = 1.0,
     ) -> None:
         if fit not in VFBN_FITS:
             raise ValueError(
                 f"unknown VFBN fit {fit!r}; choose one of {', '.join(repr(f) for f in VFBN_FITS)}"
             )
         _activations.get(activation)
+        if not (isinstance(alpha_gs, (int, float)) and alpha_gs >= 0):
+            raise ValueError(f"rule 'vfbn': alpha_gs must be a number >= 0, got {alpha_gs!r}")
         super().__init__(interfaces=interfaces, p_update=p_update)
+        self.alpha_gs = float(alpha_gs)
         self.hidden = check_hidden(hidden, f"rule {self.name!r}")
         self.activation = activation
         self.fit = fit
@@ -200,14 +210,15 @@ class VFBN(InterfaceRule):
         )
 
     def _synthetic(self, module, h, y, loss, state, train):
-        graph = train and self.fit in ("gradient", "both")
+        graph = train and (self.fit == "gradient" or (self.fit == "both" and self.alpha_gs > 0))
         keep = train and self.fit in ("output", "both", "task")
         return module.predict_with_output(h, y, loss, create_graph=graph, keep_output_graph=keep)
 
     def _module_loss(self, module, pred, u_v, target, state, y, loss):
         terms = []
-        if self.fit in ("gradient", "both"):
-            terms.append(0.5 * ((pred - target) ** 2).sum(dim=1).mean())
+        if self.fit == "gradient" or (self.fit == "both" and self.alpha_gs > 0):
+            weight = self.alpha_gs if self.fit == "both" else 1.0  # L = L_out + α_gs L_grad
+            terms.append(weight * 0.5 * ((pred - target) ** 2).sum(dim=1).mean())
         if self.fit in ("output", "both"):
             u_out = state.u[self.circuit.output].detach()
             terms.append(0.5 * ((u_v - u_out) ** 2).sum(dim=1).mean())
@@ -220,5 +231,6 @@ class VFBN(InterfaceRule):
             "hidden": list(self.hidden),
             "activation": self.activation,
             "fit": self.fit,
+            "alpha_gs": self.alpha_gs,
             **super().hyperparameters(),
         }
