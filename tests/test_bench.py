@@ -59,3 +59,32 @@ def test_the_hand_loop_does_the_same_arithmetic_as_the_fa_trainer():
     train_quietly(c, rule, data, lr=0.1, epochs=1, batch_size=32, evaluate_every_epoch=False)
     assert torch.allclose(c.pathways["input->hidden"].weight, w_hand["w1"], atol=1e-5)
     assert torch.allclose(c.pathways["hidden->output"].weight, w_hand["w2"], atol=1e-5)
+
+
+def test_interleaved_ratio_adds_repeats_until_the_spread_settles_and_flags_a_noisy_key():
+    import itertools
+    import time
+
+    from bioprop.experiments.bench import interleaved_ratio
+
+    steady = interleaved_ratio(lambda: None, lambda: None, repeats=3, max_repeats=3)
+    assert steady["repeats"] == 3
+    assert steady["ratio_q1"] <= steady["ratio"] <= steady["ratio_q3"]
+    # a candidate whose time swings 1 ms / 20 ms never settles: repeats run to the cap and
+    # the result says it is noisy instead of reporting a confident number
+    swing = itertools.cycle([0.001, 0.02, 0.02, 0.001])
+    noisy = interleaved_ratio(
+        lambda: time.sleep(next(swing)), lambda: time.sleep(0.005), repeats=3, max_repeats=8
+    )
+    assert noisy["repeats"] == 8 and noisy["noisy"]
+    assert noisy["ratio_q3"] - noisy["ratio_q1"] > 0.05 * noisy["ratio"]
+
+
+def test_the_bench_table_names_the_machine_state_the_spread_and_noisy_keys():
+    from bioprop.experiments.bench import format_bench
+
+    row = {"ratio": 0.9, "ratio_q1": 0.8, "ratio_q3": 1.2, "repeats": 9, "noisy": True}
+    res = {"k": {**row, "description": "d", "target": 1.0, "torch_threads": 1, "load_average": 0.5}}
+    text = format_bench(res)
+    assert "torch threads 1, load average 0.50" in text
+    assert "0.800-1.200" in text and "NOISY" in text

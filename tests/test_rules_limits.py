@@ -172,9 +172,7 @@ def test_node_perturbation_averages_to_bp_as_sigma_goes_to_zero(output):
         for k in names:
             acc[k] += c.get_parameter(k).grad
     for k in names:
-        cos = torch.nn.functional.cosine_similarity(
-            (acc[k] / n).view(-1), ref[k].view(-1), dim=0
-        )
+        cos = torch.nn.functional.cosine_similarity((acc[k] / n).view(-1), ref[k].view(-1), dim=0)
         assert cos > 0.95, (k, cos)
     single = c.pathways["input->hidden"].weight.grad.view(-1)
     cos1 = torch.nn.functional.cosine_similarity(single, ref[names[0]].view(-1), dim=0)

@@ -21,6 +21,7 @@ Keys (``bioprop bench --json``):
 from __future__ import annotations
 
 import contextlib
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -51,18 +52,37 @@ TARGETS = {
 }
 
 
+#: a key whose interquartile range exceeds this fraction of its median is "noisy"
+TOLERANCE = 0.05
+#: adaptive repeats: at most this many times the requested repeats, and no new repeat
+#: starts after this many seconds of one key
+MAX_REPEAT_FACTOR = 3
+TIME_CAP_S = 300.0
+
+
 def interleaved_ratio(
-    candidate: Callable[[], None], baseline: Callable[[], None], repeats: int
+    candidate: Callable[[], None],
+    baseline: Callable[[], None],
+    repeats: int,
+    max_repeats: int | None = None,
+    time_cap: float = TIME_CAP_S,
 ) -> dict:
     """Median of candidate/baseline times over interleaved repeats (one warm-up each).
 
-    Returns the median ``ratio`` with its spread (``ratio_q1``, ``ratio_q3``: the quartiles
-    of the per-repeat ratios), the median times of both sides and the number of repeats.
+    At least ``repeats`` repeats run; more follow (up to ``max_repeats``, default
+    ``MAX_REPEAT_FACTOR × repeats``, and while under ``time_cap`` seconds) until the
+    interquartile range of the ratios is within ``TOLERANCE`` of their median.  Returns the
+    median ``ratio`` with its spread (``ratio_q1``, ``ratio_q3``), ``noisy`` (the spread
+    stayed wider: other processes on the cores?), the median times of both sides and the
+    number of repeats run.
     """
+    max_repeats = max(repeats, max_repeats or MAX_REPEAT_FACTOR * repeats)
+    t_start = time.perf_counter()
     candidate()
     baseline()
     ratios, tc, tb = [], [], []
-    for i in range(repeats):
+    while True:
+        i = len(ratios)
         order = (candidate, baseline) if i % 2 == 0 else (baseline, candidate)
         times = {}
         for fn in order:
@@ -72,11 +92,19 @@ def interleaved_ratio(
         tc.append(times[candidate])
         tb.append(times[baseline])
         ratios.append(times[candidate] / times[baseline])
+        if len(ratios) < repeats:
+            continue
+        res = spread(ratios)
+        settled = res["ratio_q3"] - res["ratio_q1"] <= TOLERANCE * res["ratio"]
+        out_of_time = time.perf_counter() - t_start > time_cap
+        if settled or len(ratios) >= max_repeats or out_of_time:
+            break
     return {
-        **spread(ratios),
+        **res,
+        "noisy": not settled,
         "candidate_s": statistics.median(tc),
         "baseline_s": statistics.median(tb),
-        "repeats": repeats,
+        "repeats": len(ratios),
     }
 
 
@@ -305,9 +333,9 @@ def run_bench(
         raise ValueError(f"repeats must be >= 1, got {reps}")
     out = {}
     for k in keys:
+        machine = {"torch_threads": torch.get_num_threads(), "load_average": os.getloadavg()[0]}
         res = BENCHMARKS[k].run(quick, reps, device)
-        res["description"] = BENCHMARKS[k].description
-        res["target"] = TARGETS.get(k)
+        res.update(description=BENCHMARKS[k].description, target=TARGETS.get(k), **machine)
         out[k] = res
     return out
 
@@ -325,17 +353,25 @@ def _load_extensions() -> None:
 
 
 def format_bench(res: dict[str, dict]) -> str:
-    """The table ``bioprop bench`` prints: each key's median ratio, its interquartile range
-    over the repeats, the target, and the median times of both sides."""
+    """The table ``bioprop bench`` prints: the machine's state at the start (torch threads,
+    load average), then each key's median ratio, its interquartile range over the repeats,
+    the repeats run, the target, the median times of both sides, and a warning for a key
+    whose spread stayed wide."""
+    first = next(iter(res.values()), {})
     lines = [
-        f"{'key':<28} {'ratio':>7} {'IQR':>13} {'target':>7}  {'cand (s)':>9} {'base (s)':>9}  what"
+        f"torch threads {first.get('torch_threads', '?')}, load average "
+        f"{first.get('load_average', float('nan')):.2f} at the start",
+        f"{'key':<28} {'ratio':>7} {'IQR':>13} {'n':>3} {'target':>7}  {'cand (s)':>9} "
+        f"{'base (s)':>9}  what",
     ]
     nan = float("nan")
     for k, r in res.items():
         tgt = f"≤{r['target']:.2f}" if r.get("target") else ""
         iqr = f"{r.get('ratio_q1', nan):.3f}-{r.get('ratio_q3', nan):.3f}"
+        note = "  NOISY: spread > 5 % of the median (other processes on the cores?)"
         lines.append(
-            f"{k:<28} {r['ratio']:>7.3f} {iqr:>13} {tgt:>7}  {r.get('candidate_s', nan):>9.3f} "
-            f"{r.get('baseline_s', nan):>9.3f}  {r['description']}"
+            f"{k:<28} {r['ratio']:>7.3f} {iqr:>13} {r.get('repeats', 0):>3} {tgt:>7}  "
+            f"{r.get('candidate_s', nan):>9.3f} {r.get('baseline_s', nan):>9.3f}  "
+            f"{r['description']}" + (note if r.get("noisy") else "")
         )
     return "\n".join(lines)
