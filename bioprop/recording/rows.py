@@ -35,6 +35,11 @@ __all__ = ["Rows", "Row", "open_swmr_writer", "is_no_space", "RecordingFullError
 Key = tuple[str, str]  # (group, growing dimension)
 
 
+#: per-dataset chunk cache of a recording being written (bytes): enough for the 1024-row
+#: chunks of the scalar series, which are written a row at a time
+CHUNK_CACHE_BYTES = 256 * 1024
+
+
 class RecordingFullError(OSError):
     """The disk holding a recording is full; the records committed so far are kept."""
 
@@ -51,10 +56,14 @@ def open_swmr_writer(path: Path) -> h5py.File:
     """Open a laid-out recording for writing in SWMR mode (readers may open it meanwhile).
 
     HDF5's own file lock is off: :class:`bioprop.recording.lock.WriterLock` keeps writers
-    apart, and SWMR keeps readers safe."""
+    apart, and SWMR keeps readers safe.  Each dataset's chunk cache is
+    :data:`CHUNK_CACHE_BYTES`: records are written one row-chunk at a time and never read
+    back, so a chunk only needs the cache while it is written; HDF5's default (1 MiB per
+    dataset, filled with old rows) let a long run's memory grow by ~100 MB."""
     fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
     fapl.set_libver_bounds(h5py.h5f.LIBVER_V110, h5py.h5f.LIBVER_V110)
     fapl.set_file_locking(False, True)
+    fapl.set_cache(0, 521, CHUNK_CACHE_BYTES, 0.75)  # (unused, slots, bytes, w0)
     fid = h5py.h5f.open(os.fsencode(path), h5py.h5f.ACC_RDWR | h5py.h5f.ACC_SWMR_WRITE, fapl)
     return h5py.File(fid)
 
