@@ -323,12 +323,12 @@ def _recording_rss_growth(quick: bool, repeats: int, device: str) -> dict:
 
     n = 2000 if quick else 10_000
     data = linear_teacher(n_train=n + 500, n_test=50, seed=0)
-    circuit = Circuit.layered(
-        [30, 20, 10], activation="linear", init=_init.uniform(0.01), bias=False, seed=0
-    )
     growth = []
     with tempfile.TemporaryDirectory(prefix="bioprop-bench-") as tmp:
         for r in range(max(1, repeats)):
+            circuit = Circuit.layered(
+                [30, 20, 10], activation="linear", init=_init.uniform(0.01), bias=False, seed=0
+            )
             marks = {}
 
             def mark(step: int, signals, start: int = 500, marks: dict = marks) -> None:
