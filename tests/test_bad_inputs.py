@@ -201,3 +201,16 @@ def test_overwrite_removes_only_files_bioprop_wrote(tmp_path, capsys):
     (out / "mine.h5").unlink()
     check_output_dir(out, overwrite=True)
     assert sorted(p.name for p in out.iterdir()) == ["notes.csv"]
+
+
+def test_data_checked_once_is_checked_again_after_an_in_place_change():
+    from bioprop.training.checks import check_data
+
+    data = bp.data.linear_teacher(n_train=20, n_test=10, seed=0)
+    check_data(data)  # clean: remembered on the tensors
+    check_data(data)
+    data.x_train[3, 1] = float("nan")  # an in-place change bumps the tensor's version
+    with pytest.raises(
+        ValueError, match=r"x_train holds 1 NaN/Inf value\(s\), the first at index \(3, 1\)"
+    ):
+        check_data(data)

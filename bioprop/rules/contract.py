@@ -223,6 +223,16 @@ class Rule:
         return f"{type(self).__name__}({hp})"
 
 
+def _grad_buffer(p: torch.Tensor) -> torch.Tensor:
+    """A tensor like ``p`` for its gradient, allocated once per parameter (kept on the
+    parameter; made again only when the parameter changes shape, device or dtype)."""
+    buf = getattr(p, "_bioprop_grad", None)
+    if buf is None or buf.shape != p.shape or buf.device != p.device or buf.dtype != p.dtype:
+        buf = torch.empty_like(p, memory_format=torch.contiguous_format)
+        p._bioprop_grad = buf
+    return buf
+
+
 def write_pathway_grads(
     circuit: Circuit,
     state: SweepState,
@@ -245,10 +255,14 @@ def write_pathway_grads(
             continue
         n = d.shape[0]
         r_pre = state.r[pw.source]
-        # ĝ_W = δ_qᵀ r_p / N   (post x pre), one fused GEMM
-        pw.weight.grad = torch.addmm(pw.weight, d.t(), r_pre, beta=0.0, alpha=1.0 / n)
+        # ĝ_W = δ_qᵀ r_p / N   (post x pre), one fused GEMM into a buffer kept across steps
+        # (a fresh multi-MB tensor every step costs page faults; the optimizer's
+        # zero_grad(set_to_none=True) drops .grad, the buffer stays)
+        pw.weight.grad = torch.addmm(
+            pw.weight, d.t(), r_pre, beta=0.0, alpha=1.0 / n, out=_grad_buffer(pw.weight)
+        )
         if pw.bias is not None:
-            pw.bias.grad = d.mean(dim=0)
+            pw.bias.grad = torch.mean(d, dim=0, out=_grad_buffer(pw.bias))
 
 
 def check_batch_call(rule: Rule, x: Any, y: Any, loss: Any):

@@ -30,6 +30,8 @@ def check_data(data) -> None:
     for split in ("train", "test"):
         for what in ("x", "y"):
             t: torch.Tensor = getattr(data, f"{what}_{split}")
+            if getattr(t, "_bioprop_finite_at", None) == t._version:
+                continue  # checked before and not modified since (every epoch's train call)
             if t.is_floating_point() and t.numel():
                 bad = ~torch.isfinite(t)
                 if bool(bad.any()):
@@ -39,6 +41,7 @@ def check_data(data) -> None:
                         f"value(s), the first at index {first}; this is bad data, not a "
                         "diverging rule: clean or impute it before training"
                     )
+                t._bioprop_finite_at = t._version
         if data.kind == "classification" and data.n_classes is not None:
             y = getattr(data, f"y_{split}")
             if not y.is_floating_point() and y.dim() == 1 and y.numel():
