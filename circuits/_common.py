@@ -21,6 +21,8 @@ from matplotlib.figure import Figure  # no pyplot: no GUI backend, safe headless
 
 import bioprop as bp
 
+ROOT = Path(__file__).resolve().parents[1]
+
 __all__ = [
     "parse_args",
     "TestCurve",
@@ -222,6 +224,12 @@ def image_parser(script: str, doc: str, rules: str, epochs: int) -> argparse.Arg
     p.add_argument("--quick", action="store_true", help="2000 samples, a few dozen steps")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--overwrite", action="store_true", help="replace recordings in --out")
+    p.add_argument(
+        "--results",
+        type=Path,
+        default=ROOT / "data" / "results",
+        help="folder for the results JSON/PNG of a full run (default data/results)",
+    )
     return p
 
 

@@ -350,7 +350,7 @@ def finish(name: str, exp: Experiment, summary: dict, claims: list[str]) -> int:
         "claims": claims,
         "wall_s": time.perf_counter() - exp.t0,
     }
-    path = write_results(name, payload, args.quick, figure=exp.figure)
+    path = write_results(name, payload, args.quick, figure=exp.figure, results=args.results)
     if path:
         print(f"results: {path}")
     print(f"{time.perf_counter() - exp.t0:.0f} s")
@@ -367,16 +367,20 @@ def _commit() -> str:
 
 
 def write_results(
-    name: str, payload: dict[str, Any], quick: bool, figure: Path | None = None
+    name: str,
+    payload: dict[str, Any],
+    quick: bool,
+    figure: Path | None = None,
+    results: Path = RESULTS,
 ) -> Path | None:
-    """``data/results/<name>.json`` with the command, seeds, budget and numbers, and a copy
-    of ``figure`` as ``data/results/<name>.png`` (full runs only: a quick run's numbers are
-    not results)."""
+    """``<results>/<name>.json`` (default ``data/results``) with the command, seeds, budget
+    and numbers, and a copy of ``figure`` as ``<name>.png`` (full runs only: a quick run's
+    numbers are not results)."""
     if quick:
         return None
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    results.mkdir(parents=True, exist_ok=True)
     if figure is not None and figure.exists():
-        shutil.copyfile(figure, RESULTS / f"{name}.png")
+        shutil.copyfile(figure, results / f"{name}.png")
     payload = {
         "command": " ".join(["python", *sys.argv]),
         "commit": _commit(),
@@ -384,6 +388,6 @@ def write_results(
         "written": timestamp(),
         **payload,
     }
-    path = RESULTS / f"{name}.json"
+    path = results / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2, default=float) + "\n")
     return path

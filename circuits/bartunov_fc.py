@@ -143,6 +143,7 @@ def dtp_report(out: Path, args, t, ds, rules, vs, res) -> None:
         },
         args.quick,
         figure=png,
+        results=args.results,
     )
 
 

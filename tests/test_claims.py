@@ -56,3 +56,20 @@ def test_lillicrap_pseudoinverse_claims_hold_fa_aligns_with_the_pseudoinverse(tm
 def test_lillicrap_nonlinear_claims_hold_fa_uses_depth_beyond_the_best_linear_map(tmp_path):
     found = verdicts("lillicrap_nonlinear", tmp_path, "--seeds", "2")
     assert_all_hold(found)
+
+
+def verdict_of(found: list[tuple[str, str]], claim_start: str) -> str:
+    """The verdict of the claim whose text contains ``claim_start``."""
+    hits = [v.strip() for c, v in found if claim_start in c]
+    assert hits, f"no claim {claim_start!r} among {[c for c, _ in found]}"
+    return hits[0]
+
+
+@pytest.mark.slow
+def test_bartunov_dtp_comes_within_two_and_a_half_points_of_bp(tmp_path):
+    # Bartunov et al. 2018's 5 x 256 tanh net: dtp (parallel) within 2.5 points of bp at the
+    # same forward-epoch budget; here 1 epoch, 1 seed, every lr as chosen on validation
+    args = "--rules bp,dtp --seeds 1 --epochs 1 --lr 0.0003 --threads 1".split()
+    args += ["--results", str(tmp_path / "results")]  # not the repository's data/results
+    found = verdicts("bartunov_fc", tmp_path, *args)
+    assert verdict_of(found, "dtp within 2.5 percentage points of bp") == "HOLDS"
