@@ -66,6 +66,11 @@ def options(p) -> None:
     p.add_argument("--network", choices=["shared", "per-torque"], default="shared")
     p.add_argument("--ablation", choices=ABLATIONS, default="none")
     p.add_argument(
+        "--keep-coherent",
+        action="store_true",
+        help="kickback clips synapses at zero rather than let them break coherence",
+    )
+    p.add_argument(
         "--datasets", default="auto", help="planar-arm,sarcos,barrett or auto (those on disk)"
     )
 
@@ -136,6 +141,8 @@ def nmse(c: bp.Circuit, ds: bp.data.Dataset) -> float:
 def fit(rule, ds, lr, seed, epochs, args, record=None) -> float:
     """Train one network on ``ds``; its test NMSE (inf if it diverged)."""
     c = circuit(ds, seed, args.ablation)
+    if rule == "kickback" and args.keep_coherent:
+        rule = bp.rules.get("kickback", keep_coherent=True)
     try:
         bp.train(
             c,
@@ -334,6 +341,7 @@ def main(argv=None) -> None:
         suffix += "" if args.ablation == "none" else f"_{args.ablation.replace('-', '_')}"
         suffix += "" if args.optimizer == "sgd" else f"_{args.optimizer}"
         suffix += "" if args.epochs in (None, FULL["epochs"]) else f"_{args.epochs}epochs"
+        suffix += "_keep_coherent" if args.keep_coherent else ""
         dest = ROOT / "data" / "results" / f"kickback_regression{suffix}.json"
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_text(text)

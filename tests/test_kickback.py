@@ -162,6 +162,24 @@ def test_in_a_coherent_circuit_every_kickback_step_descends_and_the_loss_falls()
     assert end < 0.8 * start
 
 
+@pytest.mark.parametrize("keep", [False, True])
+def test_keep_coherent_clips_the_synapses_that_would_break_coherence(keep):
+    # at a large learning rate plain kickback flips synapses to the incoherent sign; with
+    # keep_coherent each such synapse stops at zero and the circuit stays coherent
+    data = bp.data.load("planar-arm", n_train=300, n_test=50, seed=0)
+    c = _circuit([6, 10, 12, 2], seed=2, coherent=True).float()
+    rule = bp.rules.get("kickback", keep_coherent=keep)
+    bp.train(c, rule, data, loss="mse", optimizer=("sgd", {"lr": 0.05}), epochs=2,
+             batch_size=4, seed=0, progress=False)  # fmt: skip
+    assert _coherent_by_construction(c) == keep
+    assert rule.hyperparameters() == {"keep_coherent": keep}
+
+
+def test_keep_coherent_must_be_a_bool():
+    with pytest.raises(TypeError, match="keep_coherent=.yes. is a string; pass a bool"):
+        bp.rules.get("kickback", keep_coherent="yes")
+
+
 def test_the_descent_test_can_fail_an_incoherent_circuit_has_non_descent_steps():
     """The same probe on a circuit with random-sign weights finds steps against bp."""
     data = bp.data.load("planar-arm", n_train=100, n_test=10, seed=0)

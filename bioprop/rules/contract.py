@@ -207,6 +207,11 @@ class Rule:
         schedule depends on the epoch uses it, e.g. target propagation's alternating
         schedule (an epoch training the inverses, then one training the forward weights)."""
 
+    def after_step(self, circuit: Circuit) -> None:
+        """Called by the batch loop after every optimizer step.  Default: nothing.  A rule
+        that constrains the weights it trains uses it, e.g. kickback's ``keep_coherent``
+        (weights that would break coherence are clipped at zero)."""
+
     def hyperparameters(self) -> dict[str, Any]:
         """Hyper-parameters, stored in recordings' provenance."""
         return {}

@@ -37,6 +37,8 @@ update to bp's (group ``kickback``; :mod:`bioprop.analysis.kickback`).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from bioprop.analysis import kickback as _analysis  # noqa: F401  (bioprop.analysis.kickback)
@@ -132,10 +134,35 @@ class Kickback(Rule):
     )
     kind = "layered"
 
-    def __init__(self) -> None:
+    def __init__(self, keep_coherent: bool = False) -> None:
         super().__init__()
+        if not isinstance(keep_coherent, bool):
+            raise TypeError(
+                f"rule 'kickback': keep_coherent must be True or False, got {keep_coherent!r}"
+            )
+        self.keep_coherent = keep_coherent
         self.feedback: dict[str, TransposePathway] = {}
         self._shadow: tuple[torch.Tensor, object] | None = None
+
+    def after_step(self, circuit: Circuit) -> None:
+        """With ``keep_coherent``: W_kj ← s_k max(s_k W_kj, 0) on every pathway leaving a
+        hidden population (a sign constraint, as Dale's law): a synapse whose update would
+        flip it to the incoherent sign stops at zero, so every unit stays coherent."""
+        if not self.keep_coherent:
+            return
+        with torch.no_grad():
+            for pw in circuit.feedforward_pathways():
+                if pw.source not in circuit.hidden():
+                    continue
+                target = circuit.populations[pw.target]
+                if target.activation == "rectilinear":
+                    s = signs_of(circuit, pw.target).to(pw.weight).unsqueeze(1)
+                    pw.weight.copy_(s * (s * pw.weight).clamp_min(0))
+                else:
+                    pw.weight.clamp_(min=0)
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {"keep_coherent": self.keep_coherent}
 
     def supports(self, circuit):
         why = super().supports(circuit)
@@ -290,6 +317,3 @@ class Kickback(Rule):
                 ),
             }
         }
-
-    def hyperparameters(self):
-        return {}

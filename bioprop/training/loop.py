@@ -264,6 +264,7 @@ def fit(
                 if not math.isfinite(lv):
                     raise_diverged(circuit, rule, step, recorder, "the loss")
                 opt.step()
+                rule.after_step(circuit)
                 if on_step is not None:
                     on_step(step, signals)
                 running += lv
