@@ -263,11 +263,12 @@ def write_pathway_grads(
         # ĝ_W = δ_qᵀ r_p / N   (post x pre), one fused GEMM into a buffer kept across steps
         # (a fresh multi-MB tensor every step costs page faults; the optimizer's
         # zero_grad(set_to_none=True) drops .grad, the buffer stays)
-        pw.weight.grad = torch.addmm(
-            pw.weight, d.t(), r_pre, beta=0.0, alpha=1.0 / n, out=_grad_buffer(pw.weight)
-        )
-        if pw.bias is not None:
-            pw.bias.grad = torch.mean(d, dim=0, out=_grad_buffer(pw.bias))
+        with torch.no_grad():  # a gradient is data, never part of a graph
+            pw.weight.grad = torch.addmm(
+                pw.weight, d.t(), r_pre, beta=0.0, alpha=1.0 / n, out=_grad_buffer(pw.weight)
+            )
+            if pw.bias is not None:
+                pw.bias.grad = torch.mean(d, dim=0, out=_grad_buffer(pw.bias))
 
 
 def check_batch_call(rule: Rule, x: Any, y: Any, loss: Any):
