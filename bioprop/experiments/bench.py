@@ -319,38 +319,29 @@ def _recording_rss_growth(quick: bool, repeats: int, device: str) -> dict:
 
     from bioprop.data import linear_teacher
     from bioprop.recording.writer import Record
-    from bioprop.training.train import train
 
     n = 2000 if quick else 10_000
     data = linear_teacher(n_train=n + 500, n_test=50, seed=0)
     growth = []
     with tempfile.TemporaryDirectory(prefix="bioprop-bench-") as tmp:
         for r in range(max(1, repeats)):
-            circuit = Circuit.layered(
-                [30, 20, 10], activation="linear", init=_init.uniform(0.01), bias=False, seed=0
-            )
             marks = {}
 
             def mark(step: int, signals, start: int = 500, marks: dict = marks) -> None:
                 if step in (start, start + n):
                     marks[step] = _rss_mb()
 
+            def circuit() -> Circuit:
+                return Circuit.layered(
+                    [30, 20, 10], activation="linear", init=_init.uniform(0.01), bias=False
+                )
+
+            def record(r: int = r) -> Record:
+                return Record(Path(tmp) / f"r{r}.h5", every=1)
+
             t0 = time.perf_counter()
-            train(
-                circuit,
-                "fa",
-                data,
-                loss="mse",
-                optimizer=("sgd", {"lr": 0.01}),
-                epochs=1,
-                batch_size=1,
-                seed=0,
-                progress=False,
-                device=device,
-                evaluate_every_epoch=False,
-                record=Record(Path(tmp) / f"r{r}.h5", every=1),
-                on_step=mark,
-            )
+            options = dict(loss="mse", optimizer=("sgd", {"lr": 0.01}), batch_size=1)
+            train_epoch(circuit, "fa", data, device, record, on_step=mark, **options)()
             growth.append(marks.get(500 + n, _rss_mb()) - marks.get(500, float("nan")))
     return {
         **spread(growth),
