@@ -225,6 +225,11 @@ def image_parser(script: str, doc: str, rules: str, epochs: int) -> argparse.Arg
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--overwrite", action="store_true", help="replace recordings in --out")
     p.add_argument(
+        "--validation",
+        action="store_true",
+        help="for tuning: the last 10 000 training images stand in for the test set",
+    )
+    p.add_argument(
         "--results",
         type=Path,
         default=ROOT / "data" / "results",

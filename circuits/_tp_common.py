@@ -160,9 +160,6 @@ def run_experiment(
     ``--validation``), load the data, run every variant × seed (:func:`run_variants`, cross-
     entropy), read the angles off the recordings and plot them."""
     p = _common.image_parser(name, doc, rules, epochs)
-    p.add_argument(
-        "--validation", action="store_true", help="test on the last 10 000 training images"
-    )
     args = p.parse_args(argv)
     out, chosen = _common.image_setup(args, name)
     t0 = time.perf_counter()

@@ -150,9 +150,6 @@ def dtp_report(out: Path, args, t, ds, rules, vs, res) -> None:
 def main(argv=None) -> int:
     p = _common.image_parser("bartunov_fc", __doc__, "bp,fa,dfa", 10)
     p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate")
-    p.add_argument(
-        "--validation", action="store_true", help="test on the last 10 000 training images"
-    )
     g = p.add_argument_group("dtp rows (--rules ...,dtp,dtp-alternating)")
     # defaults tuned on the validation split (2 epochs, 1 seed; see docs/tp.md)
     g.add_argument("--dtp-lr", type=float, default=3e-4, help="forward Adam lr (%(default)s)")
