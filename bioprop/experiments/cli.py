@@ -149,8 +149,19 @@ def _cmd_bench(args) -> int:
     from bioprop.experiments.bench import format_bench, run_bench
 
     res = run_bench(quick=args.quick, only=args.only, repeats=args.repeats, device=args.device)
-    if args.json:
-        print(json.dumps({k: v["ratio"] for k, v in res.items()}))
+    if args.json:  # each key's median, its interquartile range and whether it stayed noisy
+        out = {}
+        for k, v in res.items():
+            out[k] = v["ratio"]
+            if "ratio_q1" in v:
+                out[f"{k}_iqr"] = v["ratio_q3"] - v["ratio_q1"]
+            out[f"{k}_repeats"] = v.get("repeats")
+            if "noisy" in v:
+                out[f"{k}_noisy"] = v["noisy"]
+        first = next(iter(res.values()), {})
+        out["torch_threads"] = first.get("torch_threads")
+        out["load_average"] = first.get("load_average")
+        print(json.dumps(out))
     else:
         print(format_bench(res))
     return 0
