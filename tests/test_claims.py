@@ -73,3 +73,15 @@ def test_bartunov_dtp_comes_within_two_and_a_half_points_of_bp(tmp_path):
     args += ["--results", str(tmp_path / "results")]  # not the repository's data/results
     found = verdicts("bartunov_fc", tmp_path, *args)
     assert verdict_of(found, "dtp within 2.5 percentage points of bp") == "HOLDS"
+
+
+def test_validation_runs_tune_on_the_last_training_images_not_the_test_set(tmp_path):
+    # --validation: the last training images stand in for the test set (recorded as such)
+    import bioprop as bp
+
+    cmd = [sys.executable, str(ROOT / "circuits" / "lillicrap_mnist.py"), "--quick"]
+    cmd += ["--validation", "--rules", "bp", "--out", str(tmp_path / "out")]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with bp.load(tmp_path / "out" / "bp-seed0.h5") as rec:
+        assert "validation split: last 500 training samples" in rec.attrs["task"]
