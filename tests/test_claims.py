@@ -85,3 +85,17 @@ def test_validation_runs_tune_on_the_last_training_images_not_the_test_set(tmp_p
     assert proc.returncode == 0, proc.stderr[-2000:]
     with bp.load(tmp_path / "out" / "bp-seed0.h5") as rec:
         assert "validation split: last 500 training samples" in rec.attrs["task"]
+
+
+def test_on_the_linear_task_fa_with_lillicraps_feedback_scale_reaches_bps_error(tmp_path):
+    # the compare headline table: with B ~ U[±0.5] fa, dfa and sign symmetry reach bp's
+    # float32 round-off on the linear task; at the forward init's scale fa stopped at ~4e-4
+    import bioprop as bp
+
+    ds = bp.compare(
+        "linear", rules=["bp", "fa", "sign-symmetry"], seeds=1, out=tmp_path, progress=False
+    )
+    final = ds["final_loss"].sel(seed=0)
+    assert float(final.sel(rule="bp")) < 1e-10
+    assert float(final.sel(rule="fa")) < 1e-10
+    assert float(final.sel(rule="sign-symmetry")) < 1e-10
