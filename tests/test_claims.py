@@ -99,3 +99,20 @@ def test_on_the_linear_task_fa_with_lillicraps_feedback_scale_reaches_bps_error(
     assert float(final.sel(rule="bp")) < 1e-10
     assert float(final.sel(rule="fa")) < 1e-10
     assert float(final.sel(rule="sign-symmetry")) < 1e-10
+
+
+@pytest.mark.slow
+def test_cdni_does_credit_assignment_where_dni_does_not(tmp_path):
+    # dni_mnist at 3 and 4 layers, every rule at its validated lr: cdni beats the No Bprop
+    # control and dni; plain dni does not beat the control (its ĝ is orthogonal to ∂ℓ/∂h)
+    found = verdicts("dni_mnist", tmp_path, "--depths", "3", "4", "--p-epochs", "1")
+    assert verdict_of(found, "cDNI trains at least as well as DNI") == "HOLDS"
+    assert verdict_of(found, "both beat the No Bprop control") == "DOES NOT HOLD"
+
+
+@pytest.mark.slow
+def test_vfbns_synthetic_gradient_is_closer_to_the_true_one_than_dnis(tmp_path):
+    found = verdicts("vfbn", tmp_path, "--seeds", "1")
+    for claim, verdict in found:
+        if "closer to the true gradient than DNI's" in claim or "falls behind backprop" in claim:
+            assert verdict.strip() == "HOLDS", claim
