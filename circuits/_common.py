@@ -291,6 +291,12 @@ def synthetic_gradient_axes(ax, interface: str, title: str) -> None:
     ax.set(xlabel="step", ylabel=f"∠(ĝ, ∂ℓ/∂{interface}) (degrees)", title=title, ylim=(0, 120))
 
 
+def validation(ds: bp.data.Dataset, quick: bool) -> bp.data.Dataset:
+    """``--validation``: the last 10 000 training images (500 with ``--quick``) stand in for
+    the test set."""
+    return ds.validation_split(500 if quick else 10_000)
+
+
 def compare(task, rules: Sequence[str], args: argparse.Namespace, out: Path):
     """``bioprop.compare`` of ``rules`` on ``task`` with the image scripts' options (seeds,
     quick budget, overwrite; a quick run always overwrites), its table printed."""

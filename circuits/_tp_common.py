@@ -65,7 +65,7 @@ class Variant:
 
 def load(dataset: str, quick: bool, validation: bool) -> bp.data.Dataset:
     ds = bp.data.load_for_run(dataset, quick=quick)
-    return ds.validation_split(500 if quick else 10_000) if validation else ds
+    return _common.validation(ds, quick) if validation else ds
 
 
 def run_variants(

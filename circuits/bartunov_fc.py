@@ -36,7 +36,7 @@ def task(dataset: str, epochs: int, lr: float, validation: bool = False) -> bp.t
 
     def load(seed: int, quick: bool) -> bp.data.Dataset:
         ds = base.load(seed, quick)
-        return ds.validation_split(500 if quick else 10_000) if validation else ds
+        return _common.validation(ds, quick) if validation else ds
 
     return bp.tasks.Task(
         f"{dataset}-5x256",

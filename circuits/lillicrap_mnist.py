@@ -77,8 +77,7 @@ def main(argv=None) -> int:
     task = replace(bp.tasks.get(args.dataset), epochs=args.epochs)
     if args.validation:  # tune here; report the test set once, with the chosen settings
         base = task.load
-        n_val = 500 if args.quick else 10_000
-        task = replace(task, load=lambda seed, quick: base(seed, quick).validation_split(n_val))
+        task = replace(task, load=lambda seed, quick: _common.validation(base(seed, quick), quick))
     if args.feedback_scale is not None:
         options = {"feedback_init": bp.init.uniform(args.feedback_scale)}
         task = replace(task, rule_options={r: options for r in ("fa", "dfa", "sign-symmetry")})

@@ -17,7 +17,6 @@ import xarray as xr
 
 import bioprop as bp
 from bioprop.experiments.cli import main
-from bioprop.experiments.runs import validation_split
 from bioprop.experiments.spec import SpecError, load_spec
 from bioprop.experiments.summary import open_summary
 from bioprop.experiments.sweep import parse_grid_flag, sweep
@@ -298,12 +297,12 @@ def test_a_list_of_points_gives_one_point_dimension(tmp_path):
 
 def test_validation_holds_out_part_of_the_training_set_instead_of_the_test_set(tmp_path):
     data = bp.data.linear_teacher(n_train=100, n_test=50, seed=0)
-    v = validation_split(data, 0.2, seed=0)
+    v = data.validation_split(0.2, seed=0)
     assert v.x_train.shape[0] == 80 and v.x_test.shape[0] == 20
     rows = {tuple(r) for r in data.x_train.tolist()}
     assert all(tuple(r) in rows for r in v.x_test.tolist())  # drawn from training samples
     assert not {tuple(r) for r in v.x_train.tolist()} & {tuple(r) for r in v.x_test.tolist()}
-    assert (validation_split(data, 0.2, seed=0).x_test == v.x_test).all()
+    assert (data.validation_split(0.2, seed=0).x_test == v.x_test).all()
     ds = sweep(
         task="linear",
         rules=["fa"],

@@ -276,14 +276,18 @@ class Circuit(nn.Module):
         return [p for p in self.pathways.values() if p.source == population and p.role == role]
 
     def _endpoint(which: str, doc: str) -> property:  # noqa: N805 (a property factory)
+        attr = f"_{which}"  # read on every step by the rules: build the name once
+
         def get(self) -> str:
-            if getattr(self, f"_{which}") is None:
+            value = getattr(self, attr)
+            if value is None:
                 self._resolve_io()
-            return getattr(self, f"_{which}")
+                value = getattr(self, attr)
+            return value
 
         def set(self, name: str) -> None:
             self._check_population(name, which)
-            setattr(self, f"_{which}", name)
+            setattr(self, attr, name)
             self._order = None
 
         return property(get, set, doc=doc)

@@ -108,8 +108,10 @@ class Dataset:
         from bioprop.core import seeding
 
         n = self.x_train.shape[0]
-        fraction = isinstance(size, float)
-        k = round(size * n) if fraction and 0 < size < 1 else (-1 if fraction else int(size))
+        if isinstance(size, float):  # a fraction of the training set; others are refused below
+            k = round(size * n) if 0 < size < 1 else -1
+        else:
+            k = int(size)
         if not 0 < k < n:
             raise ValueError(
                 f"dataset {self.name!r}: a validation split of {size!r} must hold out between "

@@ -179,12 +179,6 @@ def _build(config: RunConfig):
     return t, rule, options
 
 
-def validation_split(data, fraction: float, seed: int):
-    """``data`` with a seeded ``fraction`` of its training samples as the test set
-    (:meth:`bioprop.data.Dataset.validation_split`): every rule of a seed gets the same split."""
-    return data.validation_split(fraction, seed=seed)
-
-
 def _probe(circuit) -> str | None:
     """The population whose teaching signal the summary's angle reads: the last hidden one of
     layered and settling circuits (None elsewhere: the whole update is compared)."""
@@ -242,7 +236,7 @@ def _train_and_write(config: RunConfig, lock: FileLock) -> dict[str, Any]:
         t, rule, options = _build(config)
         data = t.load(config.seed, config.quick)
         if config.validation is not None:
-            data = validation_split(data, config.validation, config.seed)
+            data = data.validation_split(config.validation, seed=config.seed)  # same for every rule
         circuit = t.circuit(config.seed, config.kind)
         probe = _probe(circuit)
         every = t.record_every if not config.quick else 20

@@ -150,9 +150,10 @@ class Kickback(Rule):
         flip it to the incoherent sign stops at zero, so every unit stays coherent."""
         if not self.keep_coherent:
             return
+        hidden = set(circuit.hidden())
         with torch.no_grad():
             for pw in circuit.feedforward_pathways():
-                if pw.source not in circuit.hidden():
+                if pw.source not in hidden:
                     continue
                 target = circuit.populations[pw.target]
                 if target.activation == "rectilinear":

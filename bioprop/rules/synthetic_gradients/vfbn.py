@@ -209,14 +209,19 @@ class VFBN(InterfaceRule):
             generator=generator,
         )
 
+    @property
+    def _gradient_term(self) -> bool:
+        """Whether v_f's objective has the gradient-matching term (needs double backprop)."""
+        return self.fit == "gradient" or (self.fit == "both" and self.alpha_gs > 0)
+
     def _synthetic(self, module, h, y, loss, state, train):
-        graph = train and (self.fit == "gradient" or (self.fit == "both" and self.alpha_gs > 0))
+        graph = train and self._gradient_term
         keep = train and self.fit in ("output", "both", "task")
         return module.predict_with_output(h, y, loss, create_graph=graph, keep_output_graph=keep)
 
     def _module_loss(self, module, pred, u_v, target, state, y, loss):
         terms = []
-        if self.fit == "gradient" or (self.fit == "both" and self.alpha_gs > 0):
+        if self._gradient_term:
             weight = self.alpha_gs if self.fit == "both" else 1.0  # L = L_out + α_gs L_grad
             terms.append(weight * 0.5 * ((pred - target) ** 2).sum(dim=1).mean())
         if self.fit in ("output", "both"):
