@@ -32,6 +32,7 @@ recurrent loop; ``N`` of the curriculum is not used (:func:`episode_data`).
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -73,7 +74,7 @@ class EpisodeBatch(Batch):
             for t in (self.x, self.y, self.mask, self.probe, self.patterns)
         ]
         x, y, m, probe, patterns = moved
-        return EpisodeBatch(x, y, m, self.n, self.repeats, probe, patterns, self.metric)
+        return dataclasses.replace(self, x=x, y=y, mask=m, probe=probe, patterns=patterns)
 
 
 def episode_loss(out: torch.Tensor, batch: Batch) -> torch.Tensor:
@@ -200,7 +201,7 @@ class EpisodeTask(SequenceTask):
         y[-1] = target
         mask = torch.zeros(self.steps)
         mask[-1] = 1.0
-        return EpisodeBatch(x, y, mask, n, 1, 1.0 - keep, pats, self.metric)
+        return EpisodeBatch(x, y, mask, n, probe=1.0 - keep, patterns=pats, metric=self.metric)
 
 
 class PatternMemorisation(EpisodeTask):

@@ -72,6 +72,7 @@ def fit(
     progress: bool = True,
     loss: str | None = None,
     record_boundaries: int = 32,
+    evaluate: tuple[str, ...] = ("valid", "test"),
     **unknown: Any,
 ) -> Run:
     """Train ``circuit`` with a recurrent ``rule`` on ``data`` for ``steps`` updates.
@@ -101,13 +102,18 @@ def fit(
     record_boundaries
         How many window boundaries ``interfaces/hidden`` holds (0: no such group, for
         rules without window boundaries such as ``dp-bptt``).
+    evaluate
+        For a task with held-out text (:class:`~bioprop.recurrent.language.CharLMTask`):
+        the splits scored after training (``history["valid_loss"]``, ``["test_loss"]``, in
+        bits per character); select on ``("valid",)``, report ``test`` once.
 
     Returns
     -------
     Run
         ``history``: per update ``train_loss`` (L), ``error_bits`` and ``n``; ``test_loss``
         is the mean bits per character of the last curriculum window of updates (so
-        ``run.final_loss`` is that); ``details`` is a :class:`CurriculumResult`.
+        ``run.final_loss`` is that) — for a task with held-out text, the BPC of the splits
+        in ``evaluate`` instead; ``details`` is a :class:`CurriculumResult`.
 
     Raises
     ------
@@ -122,10 +128,16 @@ def fit(
         raise TypeError(
             f"the recurrent loop has no option(s) {sorted(unknown)}; its options are steps, "
             "max_steps, batch_size, optimizer, clip, seed, record, device, progress, loss, "
-            "record_boundaries"
+            "record_boundaries, evaluate"
         )
     rule = resolve_rule(rule, circuit)
     _check(circuit, data, steps, max_steps, batch_size, loss)
+    bad = [v for v in evaluate if v not in ("train", "valid", "test")]
+    if bad or isinstance(evaluate, str):
+        raise ValueError(
+            f"evaluate= is a tuple of held-out splits from 'train', 'valid', 'test', got "
+            f"{evaluate!r}; e.g. evaluate=('valid',) while selecting settings"
+        )
     # an episode task (bioprop.plasticity.tasks) names its own loss; sequence tasks use BCE
     loss_name = getattr(data.task, "loss_name", SEQUENCE_LOSS)
     device = torch.device(device)
@@ -181,9 +193,17 @@ def fit(
             diverged,
         )
 
+    stream = getattr(data.task, "stateful", False)
+    last_batch, carry = None, None
     try:
         for step in range(total):
-            batch = data.task.sample(curriculum.n, batch_size, gen).to(dtype, device)
+            if stream:  # the next piece of the same streams, from where they stopped
+                batch = data.task.sample(curriculum.n, batch_size, gen, after=last_batch)
+                batch = batch.to(dtype, device)
+                if batch.follows:
+                    batch.state = carry
+            else:
+                batch = data.task.sample(curriculum.n, batch_size, gen).to(dtype, device)
             recording = recorder is not None and record.due(step)
             ref = (
                 rule.reference(circuit, batch, None, None) if recording and record.shadow else None
@@ -212,6 +232,9 @@ def fit(
             history["error_bits"].append(err)
             history["n"].append(float(curriculum.n))
             curriculum.update(err)
+            if stream:
+                last_batch = batch
+                carry = tuple(t.detach() for t in signals.extra["final_state"])
             bar.update(1)
             if step % 50 == 0:
                 bar.set_postfix(N=curriculum.n, refresh=False)
@@ -222,6 +245,9 @@ def fit(
             recorder.close()
     last = history["error_bits"][-curriculum.window :]
     history["test_loss"] = [sum(last) / len(last) if last else math.nan]
+    if hasattr(data.task, "evaluate"):  # a task with held-out text: its BPC, once, at the end
+        for split in evaluate:
+            history[f"{split}_loss"] = [data.task.evaluate(circuit, split)]
     path = record.path if record is not None else None
     wall = time.perf_counter() - t0
     return Run(circuit, rule, data, loss_name, history, step, 0, wall, path, details=result())

@@ -62,7 +62,8 @@ def full_bptt(circuit: RecurrentCircuit, batch: Batch, T: int | None = None) -> 
         # window by window *without* detaching: s_b = flat(state) is a node of the graph and
         # the next window starts from unflat(s_b), so ∂/∂s_b is the partial derivative with
         # respect to the whole state (for the LSTM, c at fixed h and h at fixed c)
-        state, outs, bounds = circuit.initial_state(n_b), [], []
+        state = batch.state if batch.state is not None else circuit.initial_state(n_b)
+        outs, bounds = [], []
         for k, (a, b) in enumerate(wins):
             if k > 0:
                 s_b = circuit.flat(state)

@@ -65,11 +65,21 @@ class Batch:
     x
         Inputs (time, batch, n_in).
     y
-        Targets in {0, 1} (time, batch, n_out).
+        Targets: bits in {0, 1} (time, batch, n_out), or class indices (time, batch) of an
+        integer dtype (a categorical target, e.g. the next character).
     mask
         1 on steps that carry a target, 0 elsewhere (time,).
     n, repeats
         The sequence length N and (repeat copy) the repeat count R.
+    state
+        The state the batch starts from (None: s_0 = 0).  A stream task's batch continues
+        the previous batch's sequences; the loop puts the previous final state here.
+    follows
+        True when the batch continues the previous batch's sequences (its ``state`` is
+        then the previous final state).
+    continues
+        True when the sequences go on after this batch (a stream): the end of the last
+        window is then a boundary like the inner ones (a synthetic gradient enters there).
     """
 
     x: torch.Tensor
@@ -77,6 +87,9 @@ class Batch:
     mask: torch.Tensor
     n: int
     repeats: int = 1
+    state: tuple[torch.Tensor, ...] | None = None
+    follows: bool = False
+    continues: bool = False
 
     @property
     def length(self) -> int:
@@ -85,9 +98,17 @@ class Batch:
     def to(
         self, dtype: torch.dtype | None = None, device: torch.device | str | None = None
     ) -> Batch:
-        """A copy in ``dtype`` on ``device`` (either may be None: unchanged)."""
-        x, y, m = (t.to(device=device, dtype=dtype, copy=True) for t in (self.x, self.y, self.mask))
-        return Batch(x, y, m, self.n, self.repeats)
+        """A copy in ``dtype`` on ``device`` (either may be None: unchanged); class-index
+        targets keep their integer dtype."""
+        x, m = (t.to(device=device, dtype=dtype, copy=True) for t in (self.x, self.mask))
+        y_dtype = dtype if self.y.is_floating_point() else None
+        y = self.y.to(device=device, dtype=y_dtype, copy=True)
+        state = (
+            None
+            if self.state is None
+            else tuple(t.to(device=device, dtype=dtype, copy=True) for t in self.state)
+        )
+        return dataclasses.replace(self, x=x, y=y, mask=m, state=state)
 
 
 def _check(n: int, batch: int) -> None:
@@ -177,18 +198,31 @@ def get_task(name: str, **options) -> SequenceTask:
     return TASKS[name](**options)
 
 
+def _per_step(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy (nats) per step and sequence, (time, batch): summed binary
+    cross-entropy over the bits for bit targets, softmax cross-entropy for class indices."""
+    if y.is_floating_point():
+        return F.binary_cross_entropy_with_logits(logits, y, reduction="none").sum(dim=2)
+    n_t, n_b, n_c = logits.shape
+    return F.cross_entropy(logits.reshape(n_t * n_b, n_c), y.reshape(-1), reduction="none").view(
+        n_t, n_b
+    )
+
+
 def sequence_loss(logits: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """L = (1/B) Σ_t m_t Σ_n Σ_bits BCE(logit, y): summed over steps and bits, mean over the
-    batch (so a state's gradient is ∂ of the *future* loss of its own sequence, over B)."""
-    bce = F.binary_cross_entropy_with_logits(logits, y, reduction="none").sum(dim=2)
-    return (bce * mask[:, None]).sum() / logits.shape[1]
+    """L = (1/B) Σ_t m_t Σ_n ℓ(logit_{t,n}, y_{t,n}): summed over steps, mean over the batch
+    (so a state's gradient is ∂ of the *future* loss of its own sequence, over B).
+
+    ℓ is the binary cross-entropy summed over a character's bits for bit targets (copy,
+    repeat copy) and the softmax cross-entropy −log p(y) for class-index targets (the next
+    character of a language model)."""
+    return (_per_step(logits, y) * mask[:, None]).sum() / logits.shape[1]
 
 
 def bits_per_character(logits: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> float:
-    """Cross-entropy in bits per target character: Σ m_t BCE / (ln 2 · Σ m_t · B)."""
+    """Cross-entropy in bits per target character: Σ_t m_t Σ_n ℓ / (ln 2 · Σ m_t · B)."""
     with torch.no_grad():
-        bce = F.binary_cross_entropy_with_logits(logits, y, reduction="none").sum(dim=2)
-        total = float((bce * mask[:, None]).sum())
+        total = float((_per_step(logits, y) * mask[:, None]).sum())
         count = float(mask.sum()) * logits.shape[1]
     return total / (LN2 * max(count, 1.0))
 

@@ -67,6 +67,8 @@ class RecurrentRule(Rule):
     """
 
     kind = "recurrent"
+    #: κ, the factor on the injected synthetic gradient (dni: an option; 1 otherwise)
+    scale = 1.0
     #: the batches this family steps on carry their own targets and loss
     batch_call = (Batch, "a batch of sequences", "the Batch (its y, mask and the sequence loss)")
 
@@ -74,6 +76,7 @@ class RecurrentRule(Rule):
         super().__init__()
         self.T = check_truncation(T)
         self.module: BoundarySyntheticGradient | None = None
+        self._open: torch.Tensor | None = None  # a stream's last boundary state
 
     def supports(self, circuit: Circuit) -> str | None:
         if not isinstance(circuit, RecurrentCircuit):
@@ -142,22 +145,25 @@ class RecurrentRule(Rule):
         x, y, mask = batch.x, batch.y, batch.mask
         n_b = x.shape[1]
         wins = windows(batch.length, self.T)
-        state = circuit.initial_state(n_b)
+        state = batch.state if batch.state is not None else circuit.initial_state(n_b)
+        # a stream batch that follows the last one: its start is the boundary where the
+        # last batch's synthetic gradient entered, and window 0 delivers M's target there
+        carried = self._open if batch.follows and batch.state is not None else None
         logits, synth, targets, wgrads = [], [], [], []
         loss_total, lm_total, aux_total = 0.0, 0.0, 0.0
         prev_pred: torch.Tensor | None = None
         for k, (a, b) in enumerate(wins):
             last = k == len(wins) - 1
-            s0 = circuit.flat(state).detach().requires_grad_(k > 0)
+            s0 = circuit.flat(state).detach().requires_grad_(k > 0 or carried is not None)
             before = {n: _grad(p) for n, p in core.items()} if keep_window_grads else None
             end, out, _ = circuit.unroll(circuit.unflat(s0), x[a:b])
             lk = sequence_loss(out, y[a:b], mask[a:b])  # L_k
             j, ghat = lk, None
-            if not last:
+            if not last or batch.continues:
                 s_end = circuit.flat(end)
                 ghat = self.synthetic(k + 1, s_end.detach())  # δ̂_{k+1} = M(s_{k+1})
                 if ghat is not None:
-                    j = j + inject(ghat, s_end, n_b)  # J_k = L_k + ⟨sg(δ̂), s⟩ / B
+                    j = j + inject(self.scale * ghat, s_end, n_b)  # J_k = L_k + ⟨sg(κδ̂), s⟩/B
             aux = self._aux_term(k, s0, ghat, n_b)
             if aux is not None:
                 j = j + aux
@@ -172,12 +178,19 @@ class RecurrentRule(Rule):
                 synth.append(prev_pred.detach())
                 targets.append(g)
                 lm_total += fit_module(prev_pred, g, n_b)  # L_M
+            elif k == 0 and carried is not None and s0.grad is not None:
+                # the boundary the last batch left open: M(s_b) with today's M, fit to g_b
+                lm_total += fit_module(self.synthetic(0, carried), s0.grad * n_b, n_b)
             if keep_window_grads:
                 wgrads.append({n: _grad(p) - before[n] for n, p in core.items()})
             prev_pred = ghat
             state = tuple(t.detach() for t in end)
             if after_window is not None:
                 after_window(k, batch)
+        # the state where this batch's last synthetic gradient entered (a stream goes on)
+        self._open = None
+        if batch.continues and prev_pred is not None:
+            self._open = circuit.flat(state).detach()
         all_logits = torch.cat(logits)
         has_aux = self.module is not None and self.module.aux is not None
         rates = {"input": x[-1], "hidden": state[0], "output": all_logits[-1]}
@@ -230,16 +243,32 @@ class DNI(RecurrentRule):
     description = "truncated BPTT + synthetic gradient M(s_T) at each window boundary"
     _aux = False
 
-    def __init__(self, T: int = 3, module: str = "linear", hidden: tuple[int, ...] = ()):
+    def __init__(
+        self,
+        T: int = 3,
+        module: str = "linear",
+        hidden: tuple[int, ...] = (),
+        scale: float = 1.0,
+    ):
         super().__init__(T)
         if module not in ("linear", "mlp"):
             raise ValueError(
                 f"unknown synthetic-gradient module {module!r}; choose 'linear' or 'mlp'"
             )
-        self.module_kind, self.hidden = module, tuple(hidden)
+        if not (isinstance(scale, (int, float)) and 0 < scale <= 1):
+            raise ValueError(
+                f"{self.name}: scale κ (the factor on the injected synthetic gradient) must be "
+                f"in (0, 1], got {scale!r}"
+            )
+        self.module_kind, self.hidden, self.scale = module, tuple(hidden), float(scale)
 
     def hyperparameters(self) -> dict[str, Any]:
-        return {"T": self.T, "module": self.module_kind, "hidden": list(self.hidden)}
+        return {
+            "T": self.T,
+            "module": self.module_kind,
+            "hidden": list(self.hidden),
+            "scale": self.scale,
+        }
 
     def install(self, circuit: Circuit, generator: torch.Generator) -> None:
         """Add M as the feedback pathway ``sg:hidden`` (replacing one an earlier rule left)."""
@@ -283,8 +312,9 @@ class DNIAux(DNI):
         module: str = "linear",
         hidden: tuple[int, ...] = (),
         aux_weight: float = 1.0,
+        scale: float = 1.0,
     ):
-        super().__init__(T, module, hidden)
+        super().__init__(T, module, hidden, scale)
         if not aux_weight >= 0:
             raise ValueError(f"dni-aux: aux_weight must be >= 0, got {aux_weight!r}")
         self.aux_weight = float(aux_weight)
