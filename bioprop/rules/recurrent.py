@@ -15,7 +15,11 @@ s_b = s_{bT} (h, or h ⊕ c for the LSTM), L_k the loss of window k, L = Σ_k L_
 * **dni**: at each inner boundary the module M predicts the gradient of all future loss,
   δ̂_b = M(s_b) ≈ ∂(Σ_{j≥b} ℓ_{n,j})/∂s_b, and window k = b−1 backpropagates
 
-      J_k = L_k + (1/B) Σ_n ⟨sg(δ̂_{k+1,n}), s_{k+1,n}⟩,      ĝ_θ = Σ_k ∂J_k/∂θ
+      J_k = L_k + κ (1/B) Σ_n ⟨sg(δ̂_{k+1,n}), s_{k+1,n}⟩,      ĝ_θ = Σ_k ∂J_k/∂θ
+
+  (κ = ``scale``, 1 by default).  On a stream (a batch that ``continues``, e.g. a language
+  model's text) the end of the last window is a boundary too: κ·δ̂ enters there, and the
+  next batch (which ``follows`` from that state) delivers the target M is fitted to.
 
   M is trained on the bootstrapped target: the true gradient at s_b from the next window plus
   that window's own synthetic gradient,
