@@ -90,13 +90,14 @@ def dtp_variants(rules: list[str], args) -> list[tpc.Variant]:
 def dtp_report(out: Path, args, t, ds, rules, vs, res) -> None:
     """The table with every rule beside the paper, the GN / bp angle figure, the claims and
     ``data/results/bartunov_fc.json``."""
-    err, rows = {}, []
+    err, per_seed, rows = {}, {}, []
     for rule in rules:
         if rule in res:
             vals = [r["test_error"] for r in res[rule]]
         else:
             vals = list(ds.test_error.sel(rule=rule).values)
         err[rule] = tpc.mean(vals)
+        per_seed[rule] = [float(v) for v in vals]
         paper = f"{PAPER_MNIST[rule]:g}" if rule in PAPER_MNIST else "—"
         rows.append([rule, paper, tpc.mean_sd(vals)])
     print()
@@ -136,6 +137,7 @@ def dtp_report(out: Path, args, t, ds, rules, vs, res) -> None:
             "seeds": args.seeds,
             "forward_epochs": args.epochs,
             "test_error": {r: err[r] for r in rules},
+            "per_seed": per_seed,
             "dtp": {v.label: {"options": v.options, "passes": v.epochs} for v in vs},
             "dtp_optimizer": {"lr": args.dtp_lr, "inverse_lr": args.dtp_inverse_lr},
             "angles": summary,

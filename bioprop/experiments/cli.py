@@ -1,4 +1,4 @@
-"""The ``bioprop`` command: compare, sweep, bench, inspect, rules, tasks."""
+"""The ``bioprop`` command: compare, sweep, bench, report, inspect, rules, tasks."""
 
 from __future__ import annotations
 
@@ -167,6 +167,28 @@ def _cmd_bench(args) -> int:
     return 0
 
 
+def _cmd_report(args) -> int:
+    from pathlib import Path
+
+    from bioprop.experiments.report import check, regenerate
+
+    readme = Path(args.readme)
+    root = Path(args.root) if args.root else readme.resolve().parent
+    if not readme.is_file():
+        raise FileNotFoundError(f"no README at {readme}; pass --readme PATH")
+    if args.check:
+        diff = check(readme, root)
+        if diff:
+            print(diff, end="")
+            print(f"\n{readme} differs from data/: run `bioprop report` to regenerate it")
+            return 1
+        print(f"{readme}: every results block matches data/")
+        return 0
+    readme.write_text(regenerate(readme.read_text(), root))
+    print(f"regenerated the results blocks of {readme} from {root / 'data'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="bioprop",
@@ -242,6 +264,17 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=int, default=None, help="interleaved repeats per ratio")
     b.add_argument("--device", default="cpu")
     b.set_defaults(func=_cmd_bench)
+
+    o = sub.add_parser(
+        "report",
+        help="regenerate README's result tables from data/results",
+        description="Rewrite every <!-- results: NAME --> block of README from the files the "
+        "experiments stored under data/ (see bioprop.experiments.report).",
+    )
+    o.add_argument("--readme", default="README.md", help="default %(default)s")
+    o.add_argument("--root", default=None, help="folder holding data/ (default: README's)")
+    o.add_argument("--check", action="store_true", help="only compare; exit 1 with a diff")
+    o.set_defaults(func=_cmd_report)
 
     i = sub.add_parser("inspect", help="what a recording holds")
     i.add_argument("file")

@@ -12,9 +12,10 @@ Modules (one concept each): :mod:`~bioprop.recurrent.circuit` (the recurrent cir
 (the boundary synthetic-gradient module), :mod:`~bioprop.recurrent.reference` (full BPTT,
 the family's reference), :mod:`~bioprop.recurrent.tasks` (copy, repeat copy, curriculum,
 :class:`SequenceData`), :mod:`~bioprop.recurrent.language` (character-level language
-modelling on text streams, state carried across batches), :mod:`~bioprop.recurrent.recording` (boundary-gradient and curriculum
-groups of recordings), :mod:`~bioprop.recurrent.loop` (the curriculum loop behind
-``bioprop.train``) and :mod:`~bioprop.recurrent.two_networks` (two RNNs joined by a DNI).
+modelling on text streams, state carried across batches),
+:mod:`~bioprop.recurrent.recording` (boundary-gradient and curriculum groups of
+recordings), :mod:`~bioprop.recurrent.loop` (the curriculum loop behind ``bioprop.train``)
+and :mod:`~bioprop.recurrent.two_networks` (two RNNs joined by a DNI).
 See ``docs/rnn_dni.md``.
 """
 
