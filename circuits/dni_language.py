@@ -113,7 +113,12 @@ def run_cell(job: dict) -> dict:
     circuit = RecurrentCircuit(task.n_in, job["hidden"], task.n_out, seed=job["seed"])
     options = {} if job["rule"] == "bptt" else {"scale": job["scale"]}
     rule = bp.rules.get(job["rule"], kind="recurrent", T=job["T"], **options)
+    record = None
+    if job["split"] == "test":  # the reported cells are recorded (weights, updates, δ̂ vs g*)
+        path = Path(job["out"]) / f"{job['rule']}_T{job['T']}_seed{job['seed']}.h5"
+        record = bp.Record(path, every=job["record_every"], samples=4)
     t0 = time.perf_counter()
+    curve = []
     try:
         run = bp.train(
             circuit,
@@ -125,14 +130,19 @@ def run_cell(job: dict) -> dict:
             optimizer=("adam", {"lr": job["lr"], "module_lr": job["module_lr"]}),
             seed=job["seed"],
             evaluate=(job["split"],),
+            record=record,
             progress=False,
         )
         bpc = run.history[f"{job['split']}_loss"][0]
-        train_bpc = float(np.mean(run.history["error_bits"][-50:]))
+        errors = np.asarray(run.history["error_bits"])
+        train_bpc = float(errors[-50:].mean())
+        every = max(1, len(errors) // 30)
+        curve = [float(errors[i : i + every].mean()) for i in range(0, len(errors), every)]
     except bp.DivergenceError:
         bpc = train_bpc = float("nan")
     out = {k: v for k, v in job.items() if k != "task"}
-    return {**out, "bpc": bpc, "train_bpc": train_bpc, "wall": time.perf_counter() - t0}
+    wall = time.perf_counter() - t0
+    return {**out, "bpc": bpc, "train_bpc": train_bpc, "curve": curve, "wall": wall}
 
 
 def run_all(jobs: list[dict], workers: int) -> list[dict]:
@@ -142,6 +152,25 @@ def run_all(jobs: list[dict], workers: int) -> list[dict]:
         with ProcessPoolExecutor(max_workers=workers) as pool:
             return list(pool.map(run_cell, jobs))
     return [run_cell(j) for j in jobs]
+
+
+def figure(cells: list[dict], args) -> Path:
+    """Test BPC against T per rule, and the training BPC over updates at T = select-T."""
+    fig, axes = C.new_figure(2, 1, width=4.4, height=3.4)
+    left, right = axes[0]
+    for i, r in enumerate(args.rules):
+        Ts = sorted({c["T"] for c in cells if c["rule"] == r})
+        means = [np.nanmean([c["bpc"] for c in cells if (c["rule"], c["T"]) == (r, T)]) for T in Ts]
+        left.plot(Ts, means, "o-", color=f"C{i}", label=r)
+        for c in cells:
+            if c["rule"] == r and c["T"] == Ts[len(Ts) // 2] and c["curve"]:
+                x = np.linspace(0, args.steps, len(c["curve"]))
+                right.plot(x, c["curve"], color=f"C{i}", label=r if c["seed"] == 0 else None)
+    left.set(xlabel="truncation T", ylabel="test BPC", title="held-out bits per character")
+    right.set(xlabel="update", ylabel="training BPC", title="training (middle T)")
+    for ax in (left, right):
+        ax.legend(fontsize=8)
+    return C.save_figure(fig, args.out / "dni_language.png")
 
 
 def main(argv=None) -> None:
@@ -154,6 +183,8 @@ def main(argv=None) -> None:
         "steps": args.steps,
         "module_lr": args.module_lr,
         "scale": args.scale,
+        "out": str(args.out),
+        "record_every": 5 if args.quick else 500,
     }
     t0 = time.perf_counter()
     # 1. each rule's lr, chosen on the validation text
@@ -219,6 +250,7 @@ def main(argv=None) -> None:
                 args.quick,
             )
         )
+    png = figure(cells, args)
     results = {
         "command": " ".join(["python circuits/dni_language.py", *(argv or sys.argv[1:])]),
         "corpus": task.corpus.name,
@@ -245,7 +277,7 @@ def main(argv=None) -> None:
         dest = args.results / f"dni_language{'' if task.corpus.name == 'pydoc' else '_ptb'}.json"
         dest.write_text(text)
         print(f"wrote {dest}")
-    print(f"results in {args.out} ({C.wall(args)})")
+    print(f"results, recordings and {png.name} in {args.out} ({C.wall(args)})")
 
 
 if __name__ == "__main__":
