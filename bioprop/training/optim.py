@@ -83,7 +83,32 @@ def make_optimizer(spec: Any, circuit: Circuit, rule=None) -> torch.optim.Optimi
             groups.append(g)
     if not groups:
         raise ValueError("the circuit has no plastic parameters to optimise")
+    if _can_fuse(name, kwargs, groups):
+        # one kernel per step for the whole update (weight decay, momentum, Adam's moments)
+        # instead of a Python loop of separate passes over every weight matrix
+        try:
+            return cls(groups, **kwargs, fused=True)
+        except (RuntimeError, TypeError, ValueError):
+            pass
     return cls(groups, **kwargs)
+
+
+#: optimizers whose torch implementation has a fused CPU and CUDA kernel
+FUSABLE = ("sgd", "adam", "adamw")
+
+
+def _can_fuse(name: str, kwargs: dict, groups: list[dict]) -> bool:
+    """Fuse unless the spec chose an implementation or a parameter cannot take it."""
+    if name not in FUSABLE or {"fused", "foreach", "differentiable"} & set(kwargs):
+        return False
+    params = [p for g in groups for p in g["params"]]
+    devices = {p.device.type for p in params}
+    return (
+        bool(params)
+        and devices <= {"cpu", "cuda"}
+        and len(devices) == 1
+        and all(p.is_floating_point() and not p.is_sparse for p in params)
+    )
 
 
 def groups_of(optimizer: torch.optim.Optimizer) -> list[dict[str, Any]]:
