@@ -233,6 +233,65 @@ def dtp_meulemans(root: Path) -> str:
     return _tp_table(root, "dtp_meulemans.json", None, {}, angles=True)
 
 
+PLASTICITY_LABELS = {
+    "plastic": "plastic RNN, {units} units (`dp-bptt`)",
+    "rnn": "RNN with α fixed at 0, {units} units",
+    "lstm": "LSTM, {units} units + read-out",
+    "dp-fa": "plastic RNN, no BPTT (`dp-fa`)",
+}
+
+
+def plasticity_patterns(root: Path) -> str:
+    """Held-out sign error per network, from ``plasticity_patterns[_long].json``."""
+    models = _json(root, "plasticity_patterns.json")["models"]
+    long = _json(root, "plasticity_patterns_long.json")["models"]
+    paper = {"plastic": "solves it", "rnn": "fails", "lstm": "fails"}
+    rows = []
+    for name, m in models.items():
+        err = _mean_sd(m["test_sign_error"], 100, ".1f", " %")
+        if name in long:
+            err += f" ({100 * statistics.fmean(long[name]['test_sign_error']):.1f} % after "
+            err += f"{long[name]['episodes'][0]} episodes)"
+        fin = [e for e in m["episodes_to_5pct"] if e is not None and math.isfinite(e)]
+        reach = _mean_sd(fin, fmt=".0f") if len(fin) == len(m["episodes_to_5pct"]) else "never"
+        label = PLASTICITY_LABELS.get(name, name).format(units=m["units"])
+        bold = name in ("plastic", "dp-fa")
+        rows.append(
+            [
+                label,
+                f"{m['parameters']:,}",
+                f"**{err}**" if bold else err,
+                reach,
+                paper.get(name, "—"),
+            ]
+        )
+    head = ["network", "parameters", "held-out sign error"]
+    head += ["episodes to < 5 % (training, mean of 20)", "paper"]
+    return _table(head, rows)
+
+
+def plasticity_images(root: Path) -> str:
+    """Squared error per erased pixel, stored and novel image, from
+    ``plasticity_images.json``."""
+    d = _json(root, "plasticity_images.json")
+    paper = {"plastic": "reconstructs", "rnn": "fails", "lstm": "fails"}
+    rows = []
+    for name, m in d["models"].items():
+        stored = _mean_sd(m["test_mse_erased"], fmt=".3f")
+        bold = name in ("plastic", "dp-fa")
+        rows.append(
+            [
+                PLASTICITY_LABELS.get(name, name).format(units=m["units"]),
+                f"{m['parameters']:,}",
+                f"**{stored}**" if bold else stored,
+                _mean_sd(m["novel_test_mse_erased"], fmt=".3f"),
+                paper.get(name, "—"),
+            ]
+        )
+    rows.append(["zero fill (output 0)", "—", f"{d['zero_fill']:.3f}", "—", "—"])
+    return _table(["network", "parameters", "stored image", "novel image", "paper"], rows)
+
+
 #: table name -> renderer(root) -> markdown
 TABLES: dict[str, Callable[[Path], str]] = {
     "dni_language": dni_language,
@@ -242,6 +301,8 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "bartunov_dtp": bartunov_dtp,
     "dtp_lee": dtp_lee,
     "dtp_meulemans": dtp_meulemans,
+    "plasticity_patterns": plasticity_patterns,
+    "plasticity_images": plasticity_images,
 }
 
 
