@@ -90,3 +90,37 @@ def test_the_bench_table_names_the_machine_state_the_spread_and_noisy_keys():
     text = format_bench(res)
     assert "torch threads 1, load average 0.50" in text
     assert "0.800-1.200" in text and "NOISY" in text
+
+
+def test_the_torch_lstm_baseline_does_the_same_arithmetic_as_the_bptt_rule():
+    """With the circuit's weights copied into nn.LSTM, the baseline's truncated-BPTT
+    gradient equals the bptt rule's: the ratio compares implementations, not methods."""
+    import torch
+    from torch import nn
+
+    from bioprop.experiments.benchmarks import recurrent as rb
+    from bioprop.recurrent import CopyTask, RecurrentCircuit, sequence_loss
+    from bioprop.recurrent.unroll import windows
+
+    (batch,) = rb._batches(1, "cpu")
+    task = CopyTask()
+    c = RecurrentCircuit(task.n_in, rb.HIDDEN, task.n_out, seed=0)
+    bp.rules.get("bptt", kind="recurrent", T=rb.T).step(c, batch)
+    wx, wh, b = c._weights()
+    lstm = nn.LSTM(task.n_in, rb.HIDDEN)
+    read = nn.Linear(rb.HIDDEN, task.n_out)
+    with torch.no_grad():
+        lstm.weight_ih_l0.copy_(wx)
+        lstm.weight_hh_l0.copy_(wh)
+        lstm.bias_ih_l0.copy_(b)
+        lstm.bias_hh_l0.zero_()
+        read.weight.copy_(c.pathways["hidden->output"].weight)
+        read.bias.copy_(c.pathways["hidden->output"].bias)
+    h = torch.zeros(1, rb.BATCH, rb.HIDDEN)
+    cc = torch.zeros_like(h)
+    for a, e in windows(batch.length, rb.T):
+        out, (h, cc) = lstm(batch.x[a:e], (h.detach(), cc.detach()))
+        sequence_loss(read(out), batch.y[a:e], batch.mask[a:e]).backward()
+    got = torch.cat([c.pathways[f"input->hidden:{g}"].weight.grad for g in "ifgo"])
+    torch.testing.assert_close(lstm.weight_ih_l0.grad, got, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(read.weight.grad, c.pathways["hidden->output"].weight.grad)

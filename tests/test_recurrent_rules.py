@@ -238,3 +238,26 @@ def test_the_module_is_the_optimizer_group_module_and_bptt_has_an_empty_one():
     b = get("bptt").attach(c2)
     opt = make_optimizer(("adam", {"lr": 1e-2, "module_lr": 1e-3}), c2, b)
     assert [g["name"] for g in opt.param_groups] == ["circuit"]
+
+
+@pytest.mark.parametrize("cell", ["lstm", "rnn"])
+def test_the_fused_kernel_computes_the_circuits_equations_step_by_step(cell):
+    """unroll through torch's fused kernel = the equations in Python (keep_states=True):
+    final state, outputs and the gradient of every pathway, from a non-zero start state."""
+    c, b = _setup(cell, n=4)
+    g = torch.Generator().manual_seed(1)
+    s0 = tuple(
+        0.5 * torch.randn(3, 12, generator=g, dtype=torch.float64) for _ in c.initial_state(3)
+    )
+    results = []
+    for keep in (False, True):
+        c.zero_grad(set_to_none=True)
+        end, y, states = c.unroll(s0, b.x, keep_states=keep)
+        (y.square().sum() + sum(s.sum() for s in end)).backward()
+        results.append((end, y, {n: p.grad.clone() for n, p in core_named(c).items()}, states))
+    (e1, y1, g1, st1), (e2, y2, g2, st2) = results
+    assert st1 == [] and len(st2) == b.length
+    torch.testing.assert_close(y1, y2, atol=1e-12, rtol=0)
+    for a, bb in zip(e1, e2, strict=True):
+        torch.testing.assert_close(a, bb, atol=1e-12, rtol=0)
+    assert _max_diff(g1, g2) < 1e-10

@@ -146,12 +146,19 @@ class RecurrentCircuit(Circuit):
         b = torch.cat([pw[f"input->hidden:{g}"].bias for g in GATES])
         return wx, wh, b
 
-    def unroll(self, state: State, xs: torch.Tensor) -> tuple[State, torch.Tensor, list[State]]:
+    def unroll(
+        self, state: State, xs: torch.Tensor, keep_states: bool = False
+    ) -> tuple[State, torch.Tensor, list[State]]:
         """Run the recurrent population over ``xs`` (time, batch, n_in) from ``state``.
 
-        Returns the final state, the output logits y_t (time, batch, n_out) and the state
-        after every step (a list of length time).  The input projection W_x x_t + b of all
-        steps is one matrix product (it does not depend on the state).
+        Returns the final state, the output logits y_t (time, batch, n_out) and, with
+        ``keep_states``, the state after every step (a list of length time; else empty).
+
+        The arithmetic is torch's fused recurrent kernel (``torch.lstm`` /
+        ``torch.rnn_tanh``, the kernels of ``nn.LSTM`` / ``nn.RNN``, whose gate order
+        i, f, g, o is ours) on the weights the pathways hold, so autograd reaches every
+        pathway as before; with ``keep_states`` the same equations run step by step in
+        Python (the input projection W_x x_t + b of all steps as one matrix product).
         """
         if xs.dim() != 3 or xs.shape[2] != self.populations["input"].size:
             raise ValueError(
@@ -160,6 +167,8 @@ class RecurrentCircuit(Circuit):
             )
         wx, wh, b = self._weights()
         n_t, n_b = xs.shape[0], xs.shape[1]
+        if not keep_states and n_t > 0:
+            return self._fused(state, xs, wx, wh, b)
         ax = torch.addmm(b, xs.reshape(n_t * n_b, -1), wx.t()).reshape(n_t, n_b, -1)
         whT = wh.t()
         states: list[State] = []
@@ -179,6 +188,20 @@ class RecurrentCircuit(Circuit):
         hs = torch.stack([s[0] for s in states]) if states else xs.new_zeros(0, n_b, self.n_hidden)
         y = self.pathways["hidden->output"](hs.reshape(n_t * n_b, -1)).reshape(n_t, n_b, -1)
         return (states[-1] if states else state), y, states
+
+    def _fused(self, state, xs, wx, wh, b) -> tuple[State, torch.Tensor, list[State]]:
+        """:meth:`unroll` through torch's fused kernel (no per-step Python)."""
+        n_t, n_b = xs.shape[0], xs.shape[1]
+        params = [wx, wh, b, torch.zeros_like(b)]  # one bias: b_hh = 0
+        hx = tuple(s[None] for s in state)
+        if self.cell == "lstm":
+            hs, h, c = torch.lstm(xs, hx, params, True, 1, 0.0, self.training, False, False)
+            final: State = (h[0], c[0])
+        else:
+            hs, h = torch.rnn_tanh(xs, hx[0], params, True, 1, 0.0, self.training, False, False)
+            final = (h[0],)
+        y = self.pathways["hidden->output"](hs.reshape(n_t * n_b, -1)).reshape(n_t, n_b, -1)
+        return final, y, []
 
     def forward(self, xs: torch.Tensor) -> torch.Tensor:
         """Output logits (time, batch, n_out) of the sequences ``xs`` from s_0 = 0."""
