@@ -98,6 +98,7 @@ def test_the_torch_lstm_baseline_does_the_same_arithmetic_as_the_bptt_rule():
     import torch
     from torch import nn
 
+    from bioprop import rules
     from bioprop.experiments.benchmarks import recurrent as rb
     from bioprop.recurrent import CopyTask, RecurrentCircuit, sequence_loss
     from bioprop.recurrent.unroll import windows
@@ -105,7 +106,7 @@ def test_the_torch_lstm_baseline_does_the_same_arithmetic_as_the_bptt_rule():
     (batch,) = rb._batches(1, "cpu")
     task = CopyTask()
     c = RecurrentCircuit(task.n_in, rb.HIDDEN, task.n_out, seed=0)
-    bp.rules.get("bptt", kind="recurrent", T=rb.T).step(c, batch)
+    rules.get("bptt", kind="recurrent", T=rb.T).step(c, batch)
     wx, wh, b = c._weights()
     lstm = nn.LSTM(task.n_in, rb.HIDDEN)
     read = nn.Linear(rb.HIDDEN, task.n_out)
