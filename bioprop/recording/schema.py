@@ -119,6 +119,10 @@ class Record:
     evaluate
         Also evaluate the test set on recording steps (``metrics/test_*``), for
         learning curves finer than one point per epoch.
+    background
+        Store and commit each record on a writer thread while training goes on (at most
+        one record in flight; a kill can lose that one, never part of a record).  False:
+        every record is committed before training continues.
     """
 
     path: str | os.PathLike
@@ -130,6 +134,7 @@ class Record:
     shadow: bool = True
     evaluate: bool = False
     attrs: dict[str, Any] = field(default_factory=dict)
+    background: bool = True
 
     def __post_init__(self):
         if not isinstance(self.path, (str, os.PathLike)) or not str(self.path):

@@ -22,6 +22,7 @@ the shadow backprop reference for the same batch and weights.
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -60,8 +61,13 @@ __all__ = [
 ]
 
 
-def _np(t: torch.Tensor) -> np.ndarray:
-    return t.detach().to("cpu", torch.float32).numpy()
+def _np(t: torch.Tensor, copy: bool = False) -> np.ndarray:
+    """``t`` as float32 numpy; ``copy`` for a record written after training moved on."""
+    return t.detach().to("cpu", torch.float32, copy=copy).numpy()
+
+
+#: one record's values: per group, in order, its variables' values
+Snapshot = list[tuple[str, dict[str, Any]]]
 
 
 class Recorder:
@@ -82,6 +88,13 @@ class Recorder:
     RecordingFullError
         (an ``OSError``, from :meth:`write`/:meth:`flush`) the disk is full; the records
         committed before stay readable and the recorder takes no more writes.
+
+    With ``spec.background`` (the default) :meth:`write` takes a copy of the record's values
+    on the caller's thread and a writer thread stores and commits it while training goes
+    on; at most one record is in flight (the next :meth:`write` first waits for it), and
+    every other method waits for it before touching the file, so a checkpoint or
+    :meth:`close` finds every record committed.  A kill can lose the record in flight —
+    never part of one — and an error of the writer thread is raised by the next call.
     """
 
     def __init__(
@@ -148,6 +161,9 @@ class Recorder:
             raise
         self.closed = False
         self._this_record: dict[str, int] = {}
+        self.background = bool(getattr(spec, "background", False))
+        self._writer: ThreadPoolExecutor | None = None
+        self._in_flight: Future | None = None
 
     # -- writing ---------------------------------------------------------------------------
     def _append(self, gp: str, step: int) -> tuple[int, dict]:
@@ -172,74 +188,93 @@ class Recorder:
     ) -> None:
         """Append one record: the circuit's current weights, the rule's ``.grad`` and
         ``signals``, and the family's exact ``reference`` for the same batch.  The record
-        is committed (all groups at once) before this returns; if it fails half-way none
-        of it is."""
+        is committed all groups at once — before this returns, or (``background``) by the
+        writer thread while training goes on; if it fails half-way none of it is."""
+        snapshot = self._snapshot(epoch, signals, reference, evaluation)
+        if not self.background:
+            self._commit_record(step, snapshot)
+            return
+        self._wait()  # a bounded queue: at most one record in flight
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="bioprop-recorder")
+        self._in_flight = self._writer.submit(self._commit_record, step, snapshot)
+
+    def _wait(self) -> None:
+        """Wait for the record in flight; raise its error, if it failed."""
+        pending, self._in_flight = self._in_flight, None
+        if pending is not None:
+            pending.result()
+
+    def _commit_record(self, step: int, snapshot: Snapshot) -> None:
+        """Store ``snapshot`` as the record of ``step`` and commit it (all or nothing)."""
         self._this_record = {}
         try:
-            self._write(step, epoch, signals, reference, evaluation)
+            for gp, values in snapshot:
+                i, gv = self._append(gp, step)
+                for var, value in values.items():
+                    gv[var].write(i, value)
         except Exception as exc:
             self.rows.rollback()
             err = self.rows.fail(exc)
             if err is exc:
                 raise
             raise err from exc
-        self.flush()
+        self.rows.commit()
 
-    def _write(self, step, epoch, signals, reference, evaluation) -> None:
+    def _snapshot(self, epoch, signals, reference, evaluation) -> Snapshot:
+        """The record's values, per group in writing order (copies, when written later)."""
+        copy = self.background
         ref_grads, ref_delta = ({}, {}) if reference is None else (reference.grads, reference.delta)
-        i, gv = self._append("metrics", step)
-        gv["epoch"].write(i, epoch)
-        gv["loss"].write(i, float(signals.loss))
-        for k, v in (evaluation or {}).items():
-            if f"test_{k}" in gv:
-                gv[f"test_{k}"].write(i, v)
+        out: Snapshot = []
+        have = self.rows.rows
+        metrics = {"epoch": epoch, "loss": float(signals.loss)}
+        gv = have[("metrics", "step")]
+        metrics.update({f"test_{k}": v for k, v in (evaluation or {}).items() if f"test_{k}" in gv})
+        out.append(("metrics", metrics))
         for name in self._pathways:
             pw = self.circuit.pathways[name]
-            i, gv = self._append(f"pathways/{name}", step)
+            gv, values = have[(f"pathways/{name}", "step")], {}
             if "weight" in gv:
-                gv["weight"].write(i, _np(pw.effective_weight()))
+                values["weight"] = _np(pw.effective_weight(), copy)
             if "bias" in gv:
-                gv["bias"].write(i, _np(pw.bias))
+                values["bias"] = _np(pw.bias, copy)
             if "weight_update" in gv:
                 gr = pw.weight.grad
-                gv["weight_update"].write(i, -_np(gr) if gr is not None else 0.0)
+                values["weight_update"] = -_np(gr) if gr is not None else 0.0
             if "bias_update" in gv:
                 gr = pw.bias.grad
-                gv["bias_update"].write(i, -_np(gr) if gr is not None else 0.0)
+                values["bias_update"] = -_np(gr) if gr is not None else 0.0
             if "weight_update_bp" in gv and f"{name}.weight" in ref_grads:
-                gv["weight_update_bp"].write(i, -_np(ref_grads[f"{name}.weight"]))
+                values["weight_update_bp"] = -_np(ref_grads[f"{name}.weight"])
             if "bias_update_bp" in gv and f"{name}.bias" in ref_grads:
-                gv["bias_update_bp"].write(i, -_np(ref_grads[f"{name}.bias"]))
+                values["bias_update_bp"] = -_np(ref_grads[f"{name}.bias"])
+            out.append((f"pathways/{name}", values))
         k = self.spec.samples
         for name in self._populations:
-            i, gv = self._append(f"populations/{name}", step)
-            if k == 0:
-                continue
-            for var, source in (
-                ("delta", signals.delta),
-                ("delta_bp", ref_delta),
-                ("rate", signals.rates),
-            ):
+            gv, values = have[(f"populations/{name}", "step")], {}
+            sources = (("delta", signals.delta), ("delta_bp", ref_delta), ("rate", signals.rates))
+            for var, source in sources if k else ():
                 if var in gv and name in source:
-                    arr = _np(source[name][:k])
+                    arr = _np(source[name][:k], copy)
                     if arr.shape[0] < k:
                         pad = np.full((k - arr.shape[0], arr.shape[1]), np.nan, np.float32)
                         arr = np.concatenate([arr, pad])
-                    gv[var].write(i, arr)
+                    values[var] = arr
+            out.append((f"populations/{name}", values))
         for gp, values in signals.records.items():
-            if (gp, "step") not in self.rows.rows:
+            if (gp, "step") not in have:
                 rule = self.h5.attrs.get("rule", "(unnamed)")
                 rule = rule.decode() if isinstance(rule, bytes) else str(rule)
                 raise KeyError(
                     f"rule {rule!r} recorded into {gp!r}, which its record_variables() did "
                     "not declare; declare it there (an ExtraVariable per variable)"
                 )
-            i, gv = self._append(gp, step)
-            for var, value in values.items():
-                gv[var].write(i, _np(value) if isinstance(value, torch.Tensor) else value)
+            out.append((gp, {var: _value(v, copy) for var, v in values.items()}))
+        return out
 
     def has(self, group: str, variable: str) -> bool:
         """Whether the recording lays out ``group/variable``."""
+        self._wait()
         return f"{group}/{variable}" in self.h5
 
     def extend(self, group: str, dim: str, values: dict[str, Any]) -> int:
@@ -249,6 +284,7 @@ class Recorder:
         steps are ``values["step"]``.  Returns the index of the first new row.  Used by
         families whose records come in batches (spiking runs: spikes, rates, states,
         per-presentation metrics); the rows are committed by :meth:`flush`."""
+        self._wait()
         key = (group, dim)
         grow = self.rows.rows.get(key)
         if grow is None:
@@ -277,6 +313,7 @@ class Recorder:
     def put(self, group: str, step: int, values: dict[str, Any]) -> None:
         """Write ``values`` into the row of ``group`` recorded at ``step`` (which must
         exist), e.g. a quantity known only after the row was appended."""
+        self._wait()
         key = (group, "step")
         rows = np.flatnonzero(self.rows.steps(key) == step)
         if not rows.size:
@@ -292,12 +329,14 @@ class Recorder:
 
     def annotate(self, path: str, **attrs: Any) -> None:
         """Set attributes (e.g. ``units``, ``long_name``) of a group or variable."""
+        self._wait()
         obj = self.h5[path]
         for k, v in attrs.items():
             obj.attrs[k] = to_attr(v)
 
     def flush(self) -> None:
         """Commit every row written so far and write it to disk (a killed run keeps it)."""
+        self._wait()
         self.rows.commit()
 
     def close(self) -> None:
@@ -306,7 +345,12 @@ class Recorder:
             return
         self.closed = True
         try:
-            self.rows.close()
+            try:
+                self._wait()  # the record in flight is committed (or its error raised)
+            finally:
+                if self._writer is not None:
+                    self._writer.shutdown()
+                self.rows.close()
         finally:
             self.lock.release()
 
@@ -315,6 +359,15 @@ class Recorder:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _value(v: Any, copy: bool) -> Any:
+    """A rule's recorded value as numpy (a copy when written later) or as given."""
+    if isinstance(v, torch.Tensor):
+        return _np(v, copy)
+    if copy and isinstance(v, np.ndarray):
+        return v.copy()
+    return v
 
 
 def _remove_stale_temporaries(path: Path) -> None:
