@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from conftest import train_quietly
@@ -105,3 +106,52 @@ def test_max_steps_stops_early_and_summary_reports_it():
     run = bp.train(c, "fa", data, epochs=10, batch_size=4, max_steps=5, progress=False)
     assert run.steps == 5
     assert "steps=5" in run.summary()
+
+
+@pytest.mark.parametrize("rule", ["fa", "sign-symmetry", "shallow", "node-perturbation"])
+def test_direct_sgd_updates_train_exactly_as_gradient_plus_optimizer(rule, tmp_path):
+    """With plain SGD the rule applies W ← (1 − ηλ)W − ηĝ in one in-place GEMM on steps that
+    are not recorded; the weights match the .grad + torch.optim path to float64 round-off,
+    recorded steps still store the rule's update, and no parameter is left armed."""
+    data = bp.data.linear_teacher(n_in=12, n_out=4, n_train=96, n_test=8, seed=3)
+    data = bp.data.Dataset(
+        data.name,
+        data.x_train.double(),
+        data.y_train.double(),
+        data.x_test.double(),
+        data.y_test.double(),
+        data.kind,
+    )
+    weights = {}
+    for direct in (True, False):
+        c = bp.Circuit.layered([12, 9, 7, 4], activation="tanh", seed=0).double()
+        bp.train(
+            c,
+            rule,
+            data,
+            optimizer=("sgd", {"lr": 0.05, "weight_decay": 0.01}),
+            epochs=2,
+            batch_size=8,
+            progress=False,
+            direct_updates=direct,
+            record=bp.Record(tmp_path / f"{direct}.h5", every=5),
+        )
+        weights[direct] = {k: v.clone() for k, v in c.state_dict().items()}
+        assert not any(hasattr(p, "_bioprop_sgd_group") for p in c.parameters())
+    for k, w in weights[True].items():
+        torch.testing.assert_close(w, weights[False][k], atol=1e-12, rtol=1e-10)
+    with bp.load(tmp_path / "True.h5") as rec:
+        upd = rec["pathways"]["hidden2->output"].ds.weight_update.values
+        assert np.isfinite(upd).all() and np.abs(upd).max() > 0
+
+
+def test_momentum_or_adam_keeps_the_gradient_and_optimizer_path():
+    from bioprop.rules.contract import apply_sgd_directly
+
+    c = bp.Circuit.layered([3, 4, 2], seed=0)
+    params = list(c.parameters())
+    assert not apply_sgd_directly(params, torch.optim.SGD(params, lr=0.1, momentum=0.9))
+    assert not apply_sgd_directly(params, torch.optim.Adam(params, lr=0.1))
+    assert apply_sgd_directly(params, torch.optim.SGD(params, lr=0.1))
+    apply_sgd_directly(params, None)
+    assert not any(hasattr(p, "_bioprop_sgd_group") for p in params)

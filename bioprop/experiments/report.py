@@ -292,6 +292,27 @@ def plasticity_images(root: Path) -> str:
     return _table(["network", "parameters", "stored image", "novel image", "paper"], rows)
 
 
+def lillicrap_strong(root: Path) -> str:
+    """Each rule's validation error per Adam lr (seed 0) and its test error at the chosen
+    lr, from ``lillicrap_mnist_strong.json``."""
+    d = _json(root, "lillicrap_mnist_strong.json")
+    lrs = sorted({float(lr) for v in d["validation_error"].values() for lr in v})
+    paper = {"bp": "2.4 %", "fa": "2.1 %", "shallow": "7.2 %"}
+    rows = []
+    for rule, errs in d["test_error"].items():
+        val = d["validation_error"][rule]
+        cells = []
+        for lr in lrs:
+            v = val.get(f"{lr:g}")
+            cell = f"{100 * v:.2f}" if v is not None else "—"
+            cells.append(f"**{cell}**" if lr == d["chosen_lr"][rule] else cell)
+        test = _mean_sd(errs, 100, ".2f", " %")
+        rows.append([rule, *cells, test, paper.get(rule, "—")])
+    head = ["rule", *(f"validation % at lr {lr:g}" for lr in lrs)]
+    head += [f"test, {len(d['seeds'])} seeds, {d['epochs']} epochs", "paper, MNIST"]
+    return _table(head, rows)
+
+
 #: table name -> renderer(root) -> markdown
 TABLES: dict[str, Callable[[Path], str]] = {
     "dni_language": dni_language,
@@ -303,6 +324,7 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "dtp_meulemans": dtp_meulemans,
     "plasticity_patterns": plasticity_patterns,
     "plasticity_images": plasticity_images,
+    "lillicrap_strong": lillicrap_strong,
 }
 
 

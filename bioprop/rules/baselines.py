@@ -30,6 +30,7 @@ class Shallow(Rule):
 
     name = "shallow"
     description = "only the last pathway learns, from the local output error"
+    direct_updates = True  # teach ends with write_pathway_grads
 
     def teach(self, circuit, state, y, loss):
         with torch.no_grad():
@@ -62,6 +63,7 @@ class NodePerturbation(Rule):
 
     name = "node-perturbation"
     description = "perturb units with noise, broadcast the scalar change in loss"
+    direct_updates = True  # teach ends with write_pathway_grads
 
     def __init__(self, sigma: float = 1e-2, output: str = "scalar"):
         super().__init__()

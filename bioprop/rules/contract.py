@@ -44,6 +44,7 @@ __all__ = [
     "Signals",
     "UnsupportedCircuitError",
     "write_pathway_grads",
+    "apply_sgd_directly",
 ]
 
 #: The circuit kinds a rule can run on (see :attr:`bioprop.Circuit.kind`).
@@ -201,6 +202,12 @@ class Rule:
 
     recording: bool = False
 
+    #: True for rules whose ``teach`` ends with :func:`write_pathway_grads` and reads no
+    #: forward weight after it (fa, dfa, sign-symmetry, shallow, node perturbation): with
+    #: plain SGD the batch loop may then let that call apply the update to the weights
+    #: directly on steps that are not recorded (:func:`apply_sgd_directly`)
+    direct_updates: bool = False
+
     def on_epoch(self, epoch: int) -> None:
         """Called by the batch loop at the start of every epoch (0-based, before its first
         step; also for the epoch a resumed run continues).  Default: nothing.  A rule whose
@@ -238,6 +245,40 @@ def _grad_buffer(p: torch.Tensor) -> torch.Tensor:
     return buf
 
 
+#: the attribute that arms a parameter for a direct SGD update (its optimizer group)
+DIRECT = "_bioprop_sgd_group"
+
+
+def apply_sgd_directly(params, optimizer: torch.optim.Optimizer | None) -> bool:
+    """Arm (``optimizer`` given) or disarm (None) ``params`` for direct SGD updates.
+
+    Armed, :func:`write_pathway_grads` applies plain SGD with weight decay itself,
+    W ← (1 − η λ) W − η ĝ_W — one in-place GEMM, W.addmm_(δᵀ, r, β = 1 − ηλ,
+    α = −η/N) — instead of writing ĝ into ``.grad`` for the optimizer to apply in a second
+    pass over W; ``.grad`` stays None, so the optimizer's step skips the parameter.  Only a
+    ``torch.optim.SGD`` without momentum, Nesterov or maximize qualifies; returns whether
+    the parameters were armed."""
+    params = list(params)
+    if optimizer is None:
+        for p in params:
+            if hasattr(p, DIRECT):
+                delattr(p, DIRECT)
+        return False
+    if type(optimizer) is not torch.optim.SGD:
+        return False
+    groups = {}
+    for g in optimizer.param_groups:
+        if g.get("momentum", 0) or g.get("nesterov") or g.get("maximize"):
+            return False
+        if g.get("differentiable"):
+            return False
+        groups.update({id(p): g for p in g["params"]})
+    for p in params:
+        if id(p) in groups:
+            setattr(p, DIRECT, groups[id(p)])
+    return True
+
+
 def write_pathway_grads(
     circuit: Circuit,
     state: SweepState,
@@ -245,7 +286,8 @@ def write_pathway_grads(
     only: set[str] | None = None,
 ) -> None:
     """Write ĝ_W = (1/N) Σ_n δ_q,n r_p,nᵀ and ĝ_b = (1/N) Σ_n δ_q,n into every plastic
-    feedforward pathway ``p -> q`` whose target has a teaching signal δ_q.
+    feedforward pathway ``p -> q`` whose target has a teaching signal δ_q — or, for a
+    parameter armed by :func:`apply_sgd_directly`, apply the SGD step with them at once.
 
     Pathways without a δ at their target (or outside ``only``) get ``.grad = None``.
     """
@@ -260,6 +302,10 @@ def write_pathway_grads(
             continue
         n = d.shape[0]
         r_pre = state.r[pw.source]
+        group = getattr(pw.weight, DIRECT, None)
+        if group is not None:
+            _sgd_in_place(pw, d, r_pre, group)
+            continue
         # ĝ_W = δ_qᵀ r_p / N   (post x pre), one fused GEMM into a buffer kept across steps
         # (a fresh multi-MB tensor every step costs page faults; the optimizer's
         # zero_grad(set_to_none=True) drops .grad, the buffer stays)
@@ -269,6 +315,22 @@ def write_pathway_grads(
             )
             if pw.bias is not None:
                 pw.bias.grad = torch.mean(d, dim=0, out=_grad_buffer(pw.bias))
+
+
+def _sgd_in_place(pw, d: torch.Tensor, r_pre: torch.Tensor, group: dict) -> None:
+    """W ← (1 − ηλ) W − (η/N) δᵀ r and b ← (1 − ηλ) b − η mean(δ), η and λ the group's
+    ``lr`` and ``weight_decay`` now (a scheduler's changes apply)."""
+    lr, wd = group["lr"], group.get("weight_decay", 0.0)
+    with torch.no_grad():
+        pw.weight.addmm_(d.t(), r_pre, beta=1.0 - lr * wd, alpha=-lr / d.shape[0])
+        pw.weight.grad = None
+        if pw.bias is not None:
+            bgroup = getattr(pw.bias, DIRECT, group)
+            blr, bwd = bgroup["lr"], bgroup.get("weight_decay", 0.0)
+            if bwd:
+                pw.bias.mul_(1.0 - blr * bwd)
+            pw.bias.add_(d.mean(dim=0), alpha=-blr)
+            pw.bias.grad = None
 
 
 def check_batch_call(rule: Rule, x: Any, y: Any, loss: Any):

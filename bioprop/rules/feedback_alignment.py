@@ -116,6 +116,8 @@ def install_mirrors(
 class _FeedbackRule(Rule):
     """Shared machinery: one feedback pathway per forward pathway leaving a hidden population."""
 
+    direct_updates = True  # teach ends with write_pathway_grads
+
     def __init__(self, feedback_init: _init.Init | str | None = None):
         super().__init__()
         self.feedback_init = feedback_init

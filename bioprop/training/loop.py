@@ -23,7 +23,7 @@ from bioprop.core.circuit import Circuit
 from bioprop.data.base import Dataset
 from bioprop.recording.provenance import provenance
 from bioprop.recording.writer import Record, Recorder
-from bioprop.rules.contract import Rule
+from bioprop.rules.contract import Rule, apply_sgd_directly
 from bioprop.training import checkpoints as _ckpt
 from bioprop.training.checks import check_data, check_max_steps, effective_batch_size
 from bioprop.training.optim import make_optimizer
@@ -71,6 +71,7 @@ def fit(
     max_steps: int | None = None,
     evaluate_every_epoch: bool = True,
     on_step: Callable[[int, Any], None] | None = None,
+    direct_updates: bool = True,
 ) -> Run:
     """Train ``circuit`` with ``rule`` on ``data``.
 
@@ -110,6 +111,14 @@ def fit(
         attribute.
     max_steps
         Stop after this many steps in total (for quick runs).
+    on_step
+        Called as ``on_step(step, signals)`` after every update.
+    direct_updates
+        With plain SGD and a rule that allows it (``Rule.direct_updates``: fa, dfa,
+        sign-symmetry, shallow, node perturbation), the rule applies the update itself on
+        steps that are not recorded — one in-place GEMM per weight instead of a gradient
+        buffer and a second pass by the optimizer (the same arithmetic; ``.grad`` is then
+        None on those steps).  False: ``.grad`` is written on every step.
 
     Raises
     ------
@@ -233,6 +242,10 @@ def fit(
     x_all, y_all = data.x_train, data.y_train
     epoch = start_epoch
     running, count = 0.0, 0
+    # plain SGD on a rule that allows it: the rule applies the update in one pass over W
+    # (write_pathway_grads) on steps that are not recorded; recording steps keep .grad
+    plastic = list(circuit.plastic_parameters())
+    direct = rule.direct_updates and direct_updates and apply_sgd_directly(plastic, opt)
     try:
         for epoch in range(start_epoch, epochs):
             order = epoch_order(seed, epoch, n).to(device)
@@ -248,7 +261,11 @@ def fit(
                 ref = rule.reference(circuit, x, y, loss) if recording and record.shadow else None
                 opt.zero_grad(set_to_none=True)
                 rule.recording = recording
+                if direct and recording:  # a recorded step writes .grad (weight_update)
+                    apply_sgd_directly(plastic, None)
                 signals = rule.step(circuit, x, y, loss)
+                if direct and recording:
+                    apply_sgd_directly(plastic, opt)
                 lv = float(signals.loss)
                 if recording:
                     ev = None
@@ -291,6 +308,8 @@ def fit(
             _log_eval(history, circuit, data, loss, rule, step, recorder)
     finally:
         bar.close()
+        if direct:
+            apply_sgd_directly(plastic, None)
         if recorder is not None:
             recorder.close()
     path = record.path if record is not None else None
