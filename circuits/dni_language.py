@@ -52,7 +52,8 @@ PAPER = {
 }
 PAPER_T = (2, 3, 4, 5, 8)
 FULL = {"steps": 3000, "hidden": 128, "Ts": (2, 3, 4, 5, 8), "lrs": (1e-3, 3e-3, 1e-2)}
-QUICK = {"steps": 12, "hidden": 16, "Ts": (2, 4), "lrs": (3e-3,)}
+FULL["select_seeds"] = 2
+QUICK = {"steps": 12, "hidden": 16, "Ts": (2, 4), "lrs": (3e-3,), "select_seeds": 1}
 UNROLL, BATCH, CLIP = 40, 32, 10.0
 
 
@@ -74,6 +75,9 @@ def parse_args(argv=None):
         p.add_argument("--hidden", type=int, default=None, help="LSTM units (default 128)")
         p.add_argument("--lrs", type=_floats, default=None, help="core lrs tried on validation")
         p.add_argument("--select-T", type=int, default=4, help="T of the lr selection (4)")
+        p.add_argument(
+            "--select-seeds", type=int, default=None, help="seeds per lr in the selection (2)"
+        )
         p.add_argument("--module-lr", type=float, default=1e-3, help="Adam lr of M (1e-3)")
         p.add_argument("--scale", type=float, default=0.1, help="κ on δ̂ (default 0.1)")
         p.add_argument("--workers", type=int, default=2, help="cells side by side (default 2)")
@@ -85,6 +89,7 @@ def parse_args(argv=None):
         a.steps = a.steps or budget["steps"]
         a.hidden = a.hidden or budget["hidden"]
         a.lrs = a.lrs or budget["lrs"]
+        a.select_seeds = a.select_seeds or budget["select_seeds"]
         a.rules = [r.strip() for r in a.rules.split(",") if r.strip()]
         bad = [r for r in a.rules if r not in PAPER]
         if bad:
@@ -189,15 +194,20 @@ def main(argv=None) -> None:
     t0 = time.perf_counter()
     # 1. each rule's lr, chosen on the validation text
     sel = [
-        {**base, "rule": r, "T": args.select_T, "lr": lr, "seed": 0, "split": "valid"}
+        {**base, "rule": r, "T": args.select_T, "lr": lr, "seed": s, "split": "valid"}
         for r in args.rules
         for lr in args.lrs
+        for s in range(args.select_seeds)
     ]
     selection = run_all(sel, args.workers) if len(args.lrs) > 1 else []
     chosen = {}
-    for r in args.rules:
-        tried = [(c["bpc"], c["lr"]) for c in selection if c["rule"] == r and np.isfinite(c["bpc"])]
-        chosen[r] = min(tried)[1] if tried else args.lrs[0]
+    for r in args.rules:  # the lowest mean validation BPC over the seeds (a collapse counts)
+        score = {
+            lr: float(np.mean([c["bpc"] for c in selection if (c["rule"], c["lr"]) == (r, lr)]))
+            for lr in args.lrs
+        }
+        finite = {lr: v for lr, v in score.items() if np.isfinite(v)}
+        chosen[r] = min(finite, key=finite.get) if finite else args.lrs[0]
     # 2. the grid, scored once on the test text
     grid = [
         {**base, "rule": r, "T": T, "lr": chosen[r], "seed": s, "split": "test"}
@@ -218,11 +228,11 @@ def main(argv=None) -> None:
     )
     if selection:
         rows = [
-            [c["rule"], f"{c['lr']:g}", f"{c['bpc']:.3f}"]
-            for c in sorted(selection, key=lambda c: (c["rule"], c["lr"]))
+            [c["rule"], f"{c['lr']:g}", c["seed"], f"{c['bpc']:.3f}"]
+            for c in sorted(selection, key=lambda c: (c["rule"], c["lr"], c["seed"]))
         ]
         print(f"lr selection on the validation text at T = {args.select_T}:")
-        print(C.table(["rule", "lr", "valid BPC"], rows))
+        print(C.table(["rule", "lr", "seed", "valid BPC"], rows))
         print("chosen: " + ", ".join(f"{r} {lr:g}" for r, lr in chosen.items()) + "\n")
     mean = {
         (r, T): float(np.nanmean([c["bpc"] for c in cells if (c["rule"], c["T"]) == (r, T)]))
@@ -265,7 +275,13 @@ def main(argv=None) -> None:
             "scale": args.scale,
             "module_lr": args.module_lr,
         },
-        "selection": {"split": "valid", "T": args.select_T, "cells": selection, "chosen": chosen},
+        "selection": {
+            "split": "valid",
+            "T": args.select_T,
+            "seeds": args.select_seeds,
+            "cells": selection,
+            "chosen": chosen,
+        },
         "cells": cells,
         "test_bpc": {f"{r} T={T}": v for (r, T), v in mean.items()},
         "wall_s": wall,

@@ -114,9 +114,28 @@ def select_then_test(task, rules, lrs, args, out: Path, argv) -> int:
         )
     )
     print(_common.paper_table(ds, rules, PAPER_MNIST, args.dataset))
-    if {"bp", "fa"} <= set(rules):
-        gap = 100 * (np.mean(per_seed["fa"]) - np.mean(per_seed["bp"]))
-        print(f"\nfa − bp test error: {gap:+.2f} percentage points")
+    mean = {r: 100 * float(np.mean(v)) for r, v in per_seed.items()}
+    claims = []
+    for r in [r for r in ("fa", "sign-symmetry", "dfa") if r in mean and "bp" in mean]:
+        claims.append(
+            _common.claim(
+                f"{r} matches bp: its test error within 1 percentage point of bp's",
+                f"{r} − bp = {mean[r] - mean['bp']:+.2f} points",
+                mean[r] - mean["bp"] <= 1.0,
+                args.quick,
+            )
+        )
+    if {"fa", "shallow"} <= set(mean):
+        claims.append(
+            _common.claim(
+                "shallow learning (output layer only) is clearly worse than fa (> 1 point)",
+                f"shallow − fa = {mean['shallow'] - mean['fa']:+.2f} points",
+                mean["shallow"] - mean["fa"] > 1.0,
+                args.quick,
+            )
+        )
+    print("\nClaims (Lillicrap et al. 2016, Fig. 2a; bp as a strong baseline)")
+    print("\n".join(claims))
     result = {
         "command": " ".join(["python circuits/lillicrap_mnist.py", *(argv or sys.argv[1:])]),
         "dataset": args.dataset,
@@ -126,6 +145,7 @@ def select_then_test(task, rules, lrs, args, out: Path, argv) -> int:
         "validation_error": {r: {f"{lr:g}": e for lr, e in v.items()} for r, v in errors.items()},
         "chosen_lr": chosen,
         "test_error": per_seed,
+        "claims": claims,
         "wall_s": time.perf_counter() - t0,
     }
     if not args.quick:

@@ -116,3 +116,13 @@ def test_vfbns_synthetic_gradient_is_closer_to_the_true_one_than_dnis(tmp_path):
     for claim, verdict in found:
         if "closer to the true gradient than DNI's" in claim or "falls behind backprop" in claim:
             assert verdict.strip() == "HOLDS", claim
+
+
+@pytest.mark.slow
+def test_with_a_strong_baseline_fa_stays_within_a_point_of_bp_and_shallow_falls_behind(tmp_path):
+    # --setup strong (ReLU, cross-entropy, Adam): bp is trained the way a practitioner would;
+    # fa and sign symmetry within 1 point of it, shallow > 1 point behind fa (2 epochs, 1 seed)
+    args = "--setup strong --select-lrs 0.001 --rules bp,fa,sign-symmetry,shallow".split()
+    args += ["--epochs", "2", "--seeds", "1", "--threads", "1"]
+    args += ["--results", str(tmp_path / "results")]
+    assert_all_hold(verdicts("lillicrap_mnist", tmp_path, *args))
