@@ -157,3 +157,12 @@ def test_on_a_text_stream_dni_aux_beats_truncated_bptt_at_the_same_truncation():
         )
         bpc[rule] = run.history["valid_loss"][0]
     assert bpc["dni-aux"] < bpc["bptt"] - 0.02, bpc
+
+
+@pytest.mark.slow
+def test_on_copy_a_synthetic_gradient_reaches_longer_sequences_than_truncated_bptt(tmp_path):
+    # Jaderberg et al. 2017, Table 2 (dni_copy.py): at T = 3, 3000 updates, dni's
+    # curriculum gets further than bptt's (seed 0: N 2 vs 1)
+    args = "--tasks copy --T 3 --rules bptt,dni --steps 3000 --seeds 1 --workers 1".split()
+    found = verdicts("dni_copy", tmp_path, *args)
+    assert verdict_of(found, "dni reaches longer sequences than bptt (copy)") == "HOLDS"
