@@ -8,7 +8,6 @@ the same numbers, so README cannot drift from what the code produced.
 from __future__ import annotations
 
 import json
-import re
 import statistics
 from pathlib import Path
 
@@ -80,10 +79,3 @@ def test_numbers_quoted_in_kickback_prose_are_the_stored_ones():
     bp, kb = (statistics.fmean(res[r]["test_nmse"]) for r in ("bp", "kickback"))
     prose = "\n".join(section("### Kickback"))
     assert f"{bp:.3g}" in prose and f"{kb:.3g}" in prose and f"{kb / bp:.2f}" in prose
-
-
-def test_the_sweep_speed_in_readme_is_the_stored_measurement():
-    text = (RESULTS / "bench_sweep.txt").read_text()
-    speedup = float(re.search(r"^sweep_speedup_2workers\s+([\d.]+)", text, re.M).group(1))
-    row = next(ln for ln in README.splitlines() if ln.startswith("| `sweep_speedup_2workers`"))
-    assert f"{speedup:.2f}" in row, row

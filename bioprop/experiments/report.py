@@ -313,6 +313,28 @@ def lillicrap_strong(root: Path) -> str:
     return _table(head, rows)
 
 
+def _short(v: float) -> str:
+    """1.3e-07 → 1.3e-7 (the exponent without padding)."""
+    mant, _, exp = f"{v:.1e}".partition("e")
+    return f"{mant}e{int(exp)}"
+
+
+def sweep_fa_scale_lr(root: Path) -> str:
+    """Mean validation NSE per (rule, feedback scale) × learning rate of the fa sweep, from
+    ``sweep_fa_scale_lr.json`` (``div.``: every seed diverged)."""
+    d = _json(root, "sweep_fa_scale_lr.json")
+    lrs = sorted({c["optimizer.lr"] for c in d["cells"]})
+    rows: dict[str, dict[float, str]] = {}
+    for c in d["cells"]:
+        scale = c.get("fa.feedback_init", "")
+        label = c["rule"] if not scale else f"{c['rule']}, ω = {scale[len('uniform(') : -1]}"
+        loss = c.get("final_loss")
+        value = _short(loss["mean"]) if loss and loss.get("n") else "div."
+        rows.setdefault(label, {})[c["optimizer.lr"]] = value
+    body = [[label, *(v.get(lr, "—") for lr in lrs)] for label, v in rows.items()]
+    return _table(["", *(f"lr {lr:g}" for lr in lrs)], body)
+
+
 #: table name -> renderer(root) -> markdown
 TABLES: dict[str, Callable[[Path], str]] = {
     "dni_language": dni_language,
@@ -325,6 +347,7 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "plasticity_patterns": plasticity_patterns,
     "plasticity_images": plasticity_images,
     "lillicrap_strong": lillicrap_strong,
+    "sweep_fa_scale_lr": sweep_fa_scale_lr,
 }
 
 
