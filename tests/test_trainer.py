@@ -155,3 +155,21 @@ def test_momentum_or_adam_keeps_the_gradient_and_optimizer_path():
     assert apply_sgd_directly(params, torch.optim.SGD(params, lr=0.1))
     apply_sgd_directly(params, None)
     assert not any(hasattr(p, "_bioprop_sgd_group") for p in params)
+
+
+def test_a_parameter_stored_transposed_keeps_the_unfused_optimizer_and_its_exact_update():
+    """torch's fused kernels pair a parameter and its gradient in memory order: a weight
+    stored transposed (strides (1, n)) beside a contiguous gradient must not be fused."""
+    from bioprop.training.optim import make_optimizer
+
+    c = bp.Circuit.layered([5, 4, 3], seed=0).double()
+    w = c.pathways["input->hidden"].weight
+    w.data = w.data.t().contiguous().t()  # the same values, stored transposed
+    opt = make_optimizer(("sgd", {"lr": 0.5, "weight_decay": 0.1}), c)
+    assert not opt.defaults.get("fused")
+    g = torch.randn(w.shape, dtype=torch.float64)
+    expected = w.detach() - 0.5 * (g + 0.1 * w.detach())
+    w.grad = g.clone()
+    opt.step()
+    torch.testing.assert_close(w.detach(), expected, atol=1e-14, rtol=0)
+    assert make_optimizer(("sgd", {"lr": 0.5}), bp.Circuit.layered([5, 4, 3])).defaults["fused"]
