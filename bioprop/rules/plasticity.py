@@ -147,8 +147,11 @@ class DPBPTT(EpisodeRule):
         params = list(dict.fromkeys(trained_parameters(circuit).values()))
         for p in params:
             p.grad = None
+        # an LSTM/RNN baseline returns its per-step states only when asked (keep_states)
+        more = {"keep_states": True} if isinstance(circuit, RecurrentCircuit) else {}
         with torch.enable_grad():
-            final, out, rates = circuit.unroll(circuit.initial_state(batch.x.shape[1]), batch.x)
+            s0 = circuit.initial_state(batch.x.shape[1])
+            final, out, rates = circuit.unroll(s0, batch.x, **more)
             episode_loss(out, batch).backward()
         out, rates = out.detach(), rates.detach() if torch.is_tensor(rates) else rates
         if not torch.is_tensor(rates):  # an LSTM/RNN returns its per-step states
