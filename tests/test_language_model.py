@@ -111,6 +111,7 @@ def test_streams_restart_from_the_segment_start_when_used_up_and_seeds_reproduce
         (lambda t: t.sample(500, 4, torch.Generator()), "fewer than one unroll"),
         (lambda t: t.encode("§"), "'§' is not in the vocabulary"),
         (lambda t: language_data(t, 0), "unroll must be a positive integer"),
+        (lambda t: t.evaluate(None, "dev"), "split must be one of"),
     ],
 )
 def test_bad_stream_requests_are_refused_with_a_clear_message(call, message):

@@ -21,6 +21,7 @@ tables cannot drift from what the commands stored.
 
 from __future__ import annotations
 
+import csv
 import difflib
 import json
 import math
@@ -61,8 +62,6 @@ def _mean_sd(values, scale: float = 1.0, fmt: str = ".3g", unit: str = "") -> st
 def _paper(root: Path, csv_name: str, quantity: str) -> list[str]:
     """The ' / '-separated values of the row of ``data/papers/<csv_name>`` whose quantity
     starts with ``quantity``."""
-    import csv
-
     with open(root / "data" / "papers" / csv_name, newline="") as f:
         for row in csv.DictReader(f):
             if row["quantity"].startswith(quantity):

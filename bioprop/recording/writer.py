@@ -161,7 +161,7 @@ class Recorder:
             raise
         self.closed = False
         self._this_record: dict[str, int] = {}
-        self.background = bool(getattr(spec, "background", False))
+        self.background = spec.background
         self._writer: ThreadPoolExecutor | None = None
         self._in_flight: Future | None = None
 

@@ -124,7 +124,9 @@ class CharLMTask(SequenceTask):
     @torch.no_grad()
     def evaluate(self, circuit, split: str = "valid", chunk: int = 256) -> float:
         """BPC of ``circuit`` on the whole ``split`` read as one stream from s = 0."""
-        codes = self.codes[split] if split in self.codes else self.corpus.split(split)
+        if split not in self.codes:
+            raise ValueError(f"{self.name}: split must be one of {list(self.codes)}, got {split!r}")
+        codes = self.codes[split]
         ref = circuit.pathways["hidden->output"].weight
         state = circuit.initial_state(1)
         total = 0.0
