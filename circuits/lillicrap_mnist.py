@@ -85,32 +85,64 @@ def strong(task: bp.tasks.Task) -> bp.tasks.Task:
     )
 
 
-def select_then_test(task, rules, lrs, args, out: Path, argv) -> int:
-    """Every rule's lr from ``lrs`` on the validation split (seed 0), then every rule at its
-    chosen lr on the test set, ``args.seeds`` seeds; prints and stores the result."""
+#: what ``--select-lrs`` / ``--select-feedback-scales`` choose per rule: (the setting's
+#: name, the rules it applies to (None: all), how a task takes one value per rule)
+SETTINGS = {
+    "lr": (
+        "Adam lr",
+        None,
+        lambda task, per_rule: replace(
+            task,
+            rule_optimizer={
+                **task.rule_optimizer,
+                **{r: ("adam", {"lr": v}) for r, v in per_rule.items()},
+            },
+        ),
+    ),
+    "feedback_scale": (
+        "feedback scale ω (B ~ U[±ω])",
+        ("fa", "dfa", "sign-symmetry"),
+        lambda task, per_rule: replace(
+            task,
+            rule_options={
+                **task.rule_options,
+                **{r: {"feedback_init": bp.init.uniform(v)} for r, v in per_rule.items()},
+            },
+        ),
+    ),
+}
+
+
+def select_then_test(task, rules, setting: str, values, args, out: Path, argv) -> int:
+    """Every rule's ``setting`` (a key of :data:`SETTINGS`) from ``values`` on the
+    validation split (seed 0, the full budget), then every rule at its chosen value on the
+    test set, ``args.seeds`` seeds; prints the claims and stores the result as
+    ``<results>/lillicrap_mnist_<setup>.json``.  Rules the setting does not apply to (bp
+    and shallow have no feedback weights) keep the task's setting and skip the selection."""
     t0 = time.perf_counter()
+    label, applies, apply = SETTINGS[setting]
+    tuned = [r for r in rules if applies is None or r in applies]
     base = task.load
     val = replace(task, load=lambda seed, quick: _common.validation(base(seed, quick), quick))
     n_seeds, args.seeds = args.seeds, 1
-    errors: dict[str, dict[float, float]] = {r: {} for r in rules}
-    for lr in lrs:
-        print(f"\n== validation, Adam lr {lr:g}")
+    errors: dict[str, dict[float, float]] = {r: {} for r in tuned}
+    for v in values:
+        print(f"\n== validation, {label} {v:g}")
         ds = _common.compare(
-            replace(val, optimizer=("adam", {"lr": lr})), rules, args, out / f"select-lr{lr:g}"
+            apply(val, {r: v for r in tuned}), tuned, args, out / f"select-{setting}{v:g}"
         )
-        for r in rules:
-            errors[r][lr] = float(ds.test_error.sel(rule=r).mean())
-    chosen = {r: min(errors[r], key=errors[r].get) for r in rules}
+        for r in tuned:
+            errors[r][v] = float(ds.test_error.sel(rule=r).mean())
+    chosen = {r: min(errors[r], key=errors[r].get) for r in tuned}
     args.seeds = n_seeds
-    final = replace(task, rule_optimizer={r: ("adam", {"lr": chosen[r]}) for r in rules})
-    print(f"\n== test set, chosen lrs {chosen}")
-    ds = _common.compare(final, rules, args, out / "test")
+    print(f"\n== test set, chosen {label}: {chosen}")
+    ds = _common.compare(apply(task, chosen), rules, args, out / "test")
     per_seed = {r: [float(v) for v in ds.test_error.sel(rule=r).values] for r in rules}
-    print("\nvalidation error % per lr (seed 0):")
+    print(f"\nvalidation error % per {label} (seed 0):")
     print(
         "\n".join(
-            f"  {r:<14} " + "  ".join(f"{lr:g}: {100 * e:.2f}" for lr, e in errors[r].items())
-            for r in rules
+            f"  {r:<14} " + "  ".join(f"{v:g}: {100 * e:.2f}" for v, e in errors[r].items())
+            for r in tuned
         )
     )
     print(_common.paper_table(ds, rules, PAPER_MNIST, args.dataset))
@@ -134,27 +166,34 @@ def select_then_test(task, rules, lrs, args, out: Path, argv) -> int:
                 args.quick,
             )
         )
-    print("\nClaims (Lillicrap et al. 2016, Fig. 2a; bp as a strong baseline)")
+    print(f"\nClaims (Lillicrap et al. 2016, Fig. 2a; {args.setup} setup)")
     print("\n".join(claims))
     result = {
         "command": " ".join(["python circuits/lillicrap_mnist.py", *(argv or sys.argv[1:])]),
         "dataset": args.dataset,
-        "setup": "strong: 784-1000-10 relu, softmax cross-entropy, Adam, batch 128",
+        "setup": SETUPS[args.setup],
         "epochs": task.epochs,
         "seeds": list(range(args.seeds)),
-        "validation_error": {r: {f"{lr:g}": e for lr, e in v.items()} for r, v in errors.items()},
-        "chosen_lr": chosen,
+        "setting": label,
+        "validation_error": {r: {f"{v:g}": e for v, e in d.items()} for r, d in errors.items()},
+        "chosen": chosen,
         "test_error": per_seed,
         "claims": claims,
         "wall_s": time.perf_counter() - t0,
     }
     if not args.quick:
         args.results.mkdir(parents=True, exist_ok=True)
-        dest = args.results / "lillicrap_mnist_strong.json"
+        dest = args.results / f"lillicrap_mnist_{args.setup}.json"
         dest.write_text(json.dumps(result, indent=1))
         print(f"wrote {dest}")
     print(f"{time.perf_counter() - t0:.0f} s")
     return 0
+
+
+SETUPS = {
+    "paper": "paper: 784-1000-10 logistic, squared error, SGD 0.2, batch 32, weight decay 1e-6",
+    "strong": "strong: 784-1000-10 relu, softmax cross-entropy, Adam, batch 128",
+}
 
 
 def main(argv=None) -> int:
@@ -181,23 +220,43 @@ def main(argv=None) -> int:
         help="choose every rule's Adam lr from these on the validation split, then report "
         "the test set once (--setup strong)",
     )
+    parser.add_argument(
+        "--select-feedback-scales",
+        default=None,
+        metavar="OMEGA,...",
+        help="choose the feedback scale of fa, dfa and sign-symmetry from these on the "
+        "validation split, then report the test set once",
+    )
     args = parser.parse_args(argv)
     if args.feedback_scale is not None and not args.feedback_scale > 0:
         parser.error(f"--feedback-scale must be positive, got {args.feedback_scale}")
-    lrs = None
-    if args.select_lrs is not None:
+    selection = None
+    for setting, flag in (("lr", "select_lrs"), ("feedback_scale", "select_feedback_scales")):
+        text = getattr(args, flag)
+        if text is None:
+            continue
+        option = "--" + flag.replace("_", "-")
         try:
-            lrs = [float(v) for v in args.select_lrs.split(",") if v.strip()]
+            values = [float(v) for v in text.split(",") if v.strip()]
         except ValueError:
-            parser.error(f"--select-lrs takes comma-separated numbers, got {args.select_lrs!r}")
-        if not lrs or min(lrs) <= 0 or args.setup != "strong" or args.validation:
-            parser.error("--select-lrs needs positive rates, --setup strong and no --validation")
+            parser.error(f"{option} takes comma-separated numbers, got {text!r}")
+        if not values or min(values) <= 0:
+            parser.error(f"{option} takes positive numbers, got {text!r}")
+        if args.validation:
+            parser.error(f"{option} chooses on the validation split itself: drop --validation")
+        if selection is not None:
+            parser.error("choose one setting per run: --select-lrs or --select-feedback-scales")
+        selection = (setting, values)
+    if args.select_lrs is not None and args.setup != "strong":
+        parser.error("--select-lrs chooses Adam rates: it needs --setup strong")
+    if args.select_feedback_scales is not None and args.feedback_scale is not None:
+        parser.error("--select-feedback-scales chooses the scale: drop --feedback-scale")
     out, rules = _common.image_setup(args, "lillicrap_mnist")
     task = replace(bp.tasks.get(args.dataset), epochs=args.epochs)
     if args.setup == "strong":
         task = strong(task)
-    if lrs is not None:
-        return select_then_test(task, rules, lrs, args, out, argv)
+    if selection is not None:
+        return select_then_test(task, rules, *selection, args, out, argv)
     if args.validation:  # tune here; report the test set once, with the chosen settings
         base = task.load
         task = replace(task, load=lambda seed, quick: _common.validation(base(seed, quick), quick))

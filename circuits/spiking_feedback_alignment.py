@@ -68,10 +68,48 @@ def parse(argv) -> argparse.Namespace:
         p.add_argument("--settle", type=float, default=20.0, help="ms without learning")
         p.add_argument("--dt", type=float, default=0.5, help="simulation step, ms")
         p.add_argument("--lr", type=float, default=0.5, help="SGD learning rate of the twins")
+        p.add_argument(
+            "--validation",
+            action="store_true",
+            help="for tuning: --test samples from the last 10 000 training images stand in "
+            "for the test set",
+        )
+        p.add_argument(
+            "--select-eta",
+            default=None,
+            metavar="HZ,...",
+            help="first choose η from these values on the validation split (with --select-present)",
+        )
+        p.add_argument(
+            "--select-present",
+            default=None,
+            metavar="MS,...",
+            help="first choose the presentation time from these values on the validation split",
+        )
+        p.add_argument(
+            "--select-seeds",
+            type=int,
+            default=2,
+            help="seeds whose mean validation accuracy chooses the setting (%(default)s)",
+        )
 
     def check(a) -> str | None:
-        if min(a.train, a.test, a.test_every) < 1:
-            return "--train, --test and --test-every must be at least 1"
+        if min(a.train, a.test, a.test_every, a.select_seeds) < 1:
+            return "--train, --test, --test-every and --select-seeds must be at least 1"
+        for opt in ("select_eta", "select_present"):
+            text = getattr(a, opt)
+            if text is None:
+                continue
+            try:
+                values = [float(v) for v in text.split(",") if v.strip()]
+            except ValueError:
+                values = []
+            if not values or min(values) <= 0:
+                flag = "--" + opt.replace("_", "-")
+                return f"{flag} takes comma-separated positive numbers, got {text!r}"
+            setattr(a, opt, values)
+        if a.validation and (a.select_eta or a.select_present):
+            return "--select-* chooses on the validation split itself: drop --validation"
         return None
 
     args = C.parse_args(
@@ -145,9 +183,47 @@ def aligned(path, spiking: bool) -> xr.DataArray:
     return a
 
 
+def validation(data: bp.data.Dataset, quick: bool) -> bp.data.Dataset:
+    """The last 10 000 training images stand in for the test set (with ``--quick``, whose
+    task holds 200 training images, the last quarter)."""
+    return data.validation_split(0.25 if quick else 10_000)
+
+
+def select(args) -> tuple[float, float]:
+    """η and the presentation time with the best mean validation accuracy over seeds
+    ``0 .. --select-seeds − 1`` (validation: ``--test`` of the last 10 000 training images,
+    presented once, after training); the test set is not read."""
+    val = validation(TASK.load(0, args.quick), args.quick).subset(n_test=args.test)
+    etas = args.select_eta or [args.eta]
+    presents = args.select_present or [args.present]
+    base = (args.eta, args.present, args.test_every, args.out)
+    scores: dict[tuple[float, float], list[float]] = {}
+    print(f"selection on {val.name}: η × presentation time, {args.select_seeds} seed(s)")
+    for present in presents:
+        for eta in etas:
+            args.eta, args.present, args.test_every = eta, present, args.train
+            args.out = base[3] / "select" / f"eta{eta:g}_present{present:g}"
+            args.out.mkdir(parents=True, exist_ok=True)
+            accs = [1.0 - spiking_run(args, val, s)[0].test_error for s in range(args.select_seeds)]
+            scores[(eta, present)] = accs
+            print(
+                f"  η {eta:g} Hz, {present:g} ms: validation accuracy "
+                + ", ".join(f"{100 * a:.1f}" for a in accs)
+                + f" % (mean {100 * statistics.fmean(accs):.1f} %)",
+                flush=True,
+            )
+    args.eta, args.present, args.test_every, args.out = base
+    eta, present = max(scores, key=lambda k: statistics.fmean(scores[k]))
+    print(f"chosen on validation: η {eta:g} Hz, {present:g} ms per sample\n", flush=True)
+    return eta, present
+
+
 def main(argv=None) -> None:
     args = parse(sys.argv[1:] if argv is None else argv)
-    data = TASK.load(0, args.quick).subset(n_test=args.test)
+    if args.select_eta or args.select_present:
+        args.eta, args.present = select(args)
+    data = TASK.load(0, args.quick)
+    data = (validation(data, args.quick) if args.validation else data).subset(n_test=args.test)
     print(
         f"{data.name}; 196-100-10 LIF, spiking FA (eta {args.eta} Hz, target rate "
         f"{args.target_rate} Hz), {args.train} training samples, {args.test} test samples, "

@@ -291,25 +291,41 @@ def plasticity_images(root: Path) -> str:
     return _table(["network", "parameters", "stored image", "novel image", "paper"], rows)
 
 
-def lillicrap_strong(root: Path) -> str:
-    """Each rule's validation error per Adam lr (seed 0) and its test error at the chosen
-    lr, from ``lillicrap_mnist_strong.json``."""
-    d = _json(root, "lillicrap_mnist_strong.json")
-    lrs = sorted({float(lr) for v in d["validation_error"].values() for lr in v})
+def _lillicrap_selection(root: Path, name: str) -> str:
+    """Each rule's validation error per candidate setting (seed 0; the chosen one in bold)
+    and its test error at the chosen setting, from ``name`` (written by
+    ``circuits/lillicrap_mnist.py --select-…``); rules the setting does not apply to show
+    their test error only."""
+    d = _json(root, name)
+    setting = d.get("setting", "Adam lr")  # the first stored file chose Adam rates only
+    chosen = d.get("chosen", d.get("chosen_lr", {}))
+    values = sorted({float(v) for errs in d["validation_error"].values() for v in errs})
     paper = {"bp": "2.4 %", "fa": "2.1 %", "shallow": "7.2 %"}
+    short = "lr" if "lr" in setting else "ω"
     rows = []
     for rule, errs in d["test_error"].items():
-        val = d["validation_error"][rule]
+        val = d["validation_error"].get(rule, {})
         cells = []
-        for lr in lrs:
-            v = val.get(f"{lr:g}")
-            cell = f"{100 * v:.2f}" if v is not None else "—"
-            cells.append(f"**{cell}**" if lr == d["chosen_lr"][rule] else cell)
+        for v in values:
+            e = val.get(f"{v:g}")
+            cell = f"{100 * e:.2f}" if e is not None else "—"
+            cells.append(f"**{cell}**" if rule in chosen and v == chosen[rule] else cell)
         test = _mean_sd(errs, 100, ".2f", " %")
         rows.append([rule, *cells, test, paper.get(rule, "—")])
-    head = ["rule", *(f"validation % at lr {lr:g}" for lr in lrs)]
+    head = ["rule", *(f"validation % at {short} {v:g}" for v in values)]
     head += [f"test, {len(d['seeds'])} seeds, {d['epochs']} epochs", "paper, MNIST"]
     return _table(head, rows)
+
+
+def lillicrap_strong(root: Path) -> str:
+    """Adam rates chosen on validation, the strong setup (``lillicrap_mnist_strong.json``)."""
+    return _lillicrap_selection(root, "lillicrap_mnist_strong.json")
+
+
+def lillicrap_paper(root: Path) -> str:
+    """Feedback scales chosen on validation, the paper's setup
+    (``lillicrap_mnist_paper.json``)."""
+    return _lillicrap_selection(root, "lillicrap_mnist_paper.json")
 
 
 def _short(v: float) -> str:
@@ -346,6 +362,7 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "plasticity_patterns": plasticity_patterns,
     "plasticity_images": plasticity_images,
     "lillicrap_strong": lillicrap_strong,
+    "lillicrap_paper": lillicrap_paper,
     "sweep_fa_scale_lr": sweep_fa_scale_lr,
 }
 
