@@ -261,3 +261,20 @@ def test_the_fused_kernel_computes_the_circuits_equations_step_by_step(cell):
     for a, bb in zip(e1, e2, strict=True):
         torch.testing.assert_close(a, bb, atol=1e-12, rtol=0)
     assert _max_diff(g1, g2) < 1e-10
+
+
+@pytest.mark.parametrize("rule", ["bptt", "dni", "dni-aux"])
+def test_gate_weights_stacked_once_per_update_give_the_same_grads_as_per_window(rule):
+    # the windows of one update share one stacked copy of the LSTM gate weights (its .grad
+    # split by gate on leaving); keep_window_grads stacks per window: the same .grad
+    c, b = _setup(n=6, batch=4)
+    r = get(rule, T=2)
+    r.attach(c, seeding.generator(0, "feedback"))
+    r.backward(c, b)
+    shared = _grads(c)
+    r.backward(c, b, keep_window_grads=True)
+    assert _max_diff(shared, _grads(c)) < 1e-12
+    frozen = c.pathways["input->hidden:f"]
+    frozen.plastic = False  # a frozen gate pathway gets no .grad either way
+    r.backward(c, b)
+    assert frozen.weight.grad is None and c.pathways["input->hidden:i"].weight.grad is not None

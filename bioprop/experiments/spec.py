@@ -335,8 +335,11 @@ class SweepSpec:
                     f"unknown option of {opt!r} (the optimizer of rule {r!r}); valid: "
                     f"{', '.join(valid)}, or <group>_lr"
                 )
+            # per-group rates (``module_lr``, ``input->hidden_lr``) are the builder's, not
+            # the torch optimizer's keywords
+            plain = {k: a for k, a in kwargs.items() if not k.endswith("_lr")}
             for v in values:
-                cls([torch.zeros(1, requires_grad=True)], **{**kwargs, name: v})
+                cls([torch.zeros(1, requires_grad=True)], **{**plain, name: v})
         if not used:
             raise ValueError(f"no rule of {self.rules} is trained by a configurable optimizer")
 

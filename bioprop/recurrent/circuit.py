@@ -24,6 +24,9 @@ very object the truncated rules train.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 from torch import nn
 
@@ -89,6 +92,7 @@ class RecurrentCircuit(Circuit):
                 self.connect("hidden", "hidden", init=w, role="lateral", name=f"hidden->hidden:{g}")
         self.connect("hidden", "output", init=w, bias=True)
         self.input, self.output = "input", "output"
+        self._shared: tuple[torch.Tensor, ...] | None = None  # see shared_gate_weights
 
     # -- structure -------------------------------------------------------------------------
     def order(self) -> list[str]:
@@ -139,12 +143,55 @@ class RecurrentCircuit(Circuit):
     def _weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(W_x, W_h, b) with the gates stacked along the first axis (LSTM: 4H rows)."""
         pw = self.pathways
+        if self._shared is not None:
+            return self._shared
         if self.cell == "rnn":
             return pw["input->hidden"].weight, pw["hidden->hidden"].weight, pw["input->hidden"].bias
         wx = torch.cat([pw[f"input->hidden:{g}"].weight for g in GATES])
         wh = torch.cat([pw[f"hidden->hidden:{g}"].weight for g in GATES])
         b = torch.cat([pw[f"input->hidden:{g}"].bias for g in GATES])
         return wx, wh, b
+
+    @contextlib.contextmanager
+    def shared_gate_weights(self) -> Iterator[None]:
+        """Within the block every :meth:`unroll` reads one stacked copy of the LSTM's gate
+        weights (W_x, W_h, b), made once, instead of stacking the pathways' weights anew;
+        on leaving it, the gradient accumulated on the copy is split by gate and added to
+        the pathways' ``.grad`` — the same ``.grad`` as without the block.
+
+        For a rule that unrolls several windows between two updates (the weights do not
+        change inside the block): one stacking and one split per update instead of one per
+        window.  Inside the block the pathways' ``.grad`` lags behind (it is written on
+        leaving), so code that reads it per window must not use the block.  A tanh RNN's
+        weights need no stacking: the block changes nothing there.
+        """
+        if self.cell != "lstm" or self._shared is not None:
+            yield
+            return
+        pws = {
+            kind: [self.pathways[f"{kind}:{g}"] for g in GATES]
+            for kind in ("input->hidden", "hidden->hidden")
+        }
+        owners = [
+            [p.weight for p in pws["input->hidden"]],
+            [p.weight for p in pws["hidden->hidden"]],
+            [p.bias for p in pws["input->hidden"]],
+        ]
+        with torch.no_grad():
+            copies = tuple(
+                torch.cat(ps).requires_grad_(any(p.requires_grad for p in ps)) for ps in owners
+            )
+        self._shared = copies
+        try:
+            yield
+        finally:
+            self._shared = None
+            for copy, ps in zip(copies, owners, strict=True):
+                if copy.grad is None:
+                    continue
+                for p, g in zip(ps, copy.grad.chunk(len(GATES)), strict=True):
+                    if p.requires_grad:
+                        p.grad = g.clone() if p.grad is None else p.grad.add_(g)
 
     def unroll(
         self, state: State, xs: torch.Tensor, keep_states: bool = False

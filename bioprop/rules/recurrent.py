@@ -40,6 +40,7 @@ parameter group ``"module"`` (``optimizer=("adam", {"lr": 1e-2, "module_lr": 1e-
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from typing import Any
@@ -156,41 +157,46 @@ class RecurrentRule(Rule):
         logits, synth, targets, wgrads = [], [], [], []
         loss_total, lm_total, aux_total = 0.0, 0.0, 0.0
         prev_pred: torch.Tensor | None = None
-        for k, (a, b) in enumerate(wins):
-            last = k == len(wins) - 1
-            s0 = circuit.flat(state).detach().requires_grad_(k > 0 or carried is not None)
-            before = {n: _grad(p) for n, p in core.items()} if keep_window_grads else None
-            end, out, _ = circuit.unroll(circuit.unflat(s0), x[a:b])
-            lk = sequence_loss(out, y[a:b], mask[a:b])  # L_k
-            j, ghat = lk, None
-            if not last or batch.continues:
-                s_end = circuit.flat(end)
-                ghat = self.synthetic(k + 1, s_end.detach())  # δ̂_{k+1} = M(s_{k+1})
-                if ghat is not None:
-                    j = j + inject(self.scale * ghat, s_end, n_b)  # J_k = L_k + ⟨sg(κδ̂), s⟩/B
-            aux = self._aux_term(k, s0, ghat, n_b)
-            if aux is not None:
-                j = j + aux
-                aux_total += float(aux.detach())
-            if j.requires_grad:
-                j.backward()
-            loss_total += float(lk.detach())
-            logits.append(out.detach())
-            if k > 0 and prev_pred is not None:
-                g = s0.grad if s0.grad is not None else torch.zeros_like(s0)
-                g = (g * n_b).detach()  # g_b = B · ∂J_b/∂s_b, M's bootstrapped target
-                synth.append(prev_pred.detach())
-                targets.append(g)
-                lm_total += fit_module(prev_pred, g, n_b)  # L_M
-            elif k == 0 and carried is not None and s0.grad is not None:
-                # the boundary the last batch left open: M(s_b) with today's M, fit to g_b
-                lm_total += fit_module(self.synthetic(0, carried), s0.grad * n_b, n_b)
-            if keep_window_grads:
-                wgrads.append({n: _grad(p) - before[n] for n, p in core.items()})
-            prev_pred = ghat
-            state = tuple(t.detach() for t in end)
-            if after_window is not None:
-                after_window(k, batch)
+        # the gate weights stacked once for all windows (their .grad lands on leaving the
+        # block); per-window gradients need the pathways' .grad after every window
+        share = getattr(circuit, "shared_gate_weights", None)
+        with contextlib.nullcontext() if keep_window_grads or share is None else share():
+            for k, (a, b) in enumerate(wins):
+                last = k == len(wins) - 1
+                s0 = circuit.flat(state).detach().requires_grad_(k > 0 or carried is not None)
+                before = {n: _grad(p) for n, p in core.items()} if keep_window_grads else None
+                end, out, _ = circuit.unroll(circuit.unflat(s0), x[a:b])
+                lk = sequence_loss(out, y[a:b], mask[a:b])  # L_k
+                j, ghat = lk, None
+                if not last or batch.continues:
+                    s_end = circuit.flat(end)
+                    ghat = self.synthetic(k + 1, s_end.detach())  # δ̂_{k+1} = M(s_{k+1})
+                    if ghat is not None:
+                        # J_k = L_k + ⟨sg(κδ̂), s⟩/B
+                        j = j + inject(self.scale * ghat, s_end, n_b)
+                aux = self._aux_term(k, s0, ghat, n_b)
+                if aux is not None:
+                    j = j + aux
+                    aux_total += float(aux.detach())
+                if j.requires_grad:
+                    j.backward()
+                loss_total += float(lk.detach())
+                logits.append(out.detach())
+                if k > 0 and prev_pred is not None:
+                    g = s0.grad if s0.grad is not None else torch.zeros_like(s0)
+                    g = (g * n_b).detach()  # g_b = B · ∂J_b/∂s_b, M's bootstrapped target
+                    synth.append(prev_pred.detach())
+                    targets.append(g)
+                    lm_total += fit_module(prev_pred, g, n_b)  # L_M
+                elif k == 0 and carried is not None and s0.grad is not None:
+                    # the boundary the last batch left open: M(s_b) with today's M, fit to g_b
+                    lm_total += fit_module(self.synthetic(0, carried), s0.grad * n_b, n_b)
+                if keep_window_grads:
+                    wgrads.append({n: _grad(p) - before[n] for n, p in core.items()})
+                prev_pred = ghat
+                state = tuple(t.detach() for t in end)
+                if after_window is not None:
+                    after_window(k, batch)
         # the state where this batch's last synthetic gradient entered (a stream goes on)
         self._open = None
         if batch.continues and prev_pred is not None:
