@@ -89,16 +89,28 @@ def test_validation_runs_tune_on_the_last_training_images_not_the_test_set(tmp_p
 
 def test_on_the_linear_task_fa_with_lillicraps_feedback_scale_reaches_bps_error(tmp_path):
     # the compare headline table: with B ~ U[±0.5] fa, dfa and sign symmetry reach bp's
-    # float32 round-off on the linear task; at the forward init's scale fa stopped at ~4e-4
+    # float32 round-off on the linear task; with one hidden layer dfa is fa (same rows)
     import bioprop as bp
 
-    ds = bp.compare(
-        "linear", rules=["bp", "fa", "sign-symmetry"], seeds=1, out=tmp_path, progress=False
-    )
+    rules = ["bp", "fa", "dfa", "sign-symmetry"]
+    ds = bp.compare("linear", rules=rules, seeds=1, out=tmp_path, progress=False)
     final = ds["final_loss"].sel(seed=0)
-    assert float(final.sel(rule="bp")) < 1e-10
-    assert float(final.sel(rule="fa")) < 1e-10
-    assert float(final.sel(rule="sign-symmetry")) < 1e-10
+    for rule in rules:
+        assert float(final.sel(rule=rule)) < 1e-10, rule
+    assert float(final.sel(rule="dfa")) == float(final.sel(rule="fa"))
+
+
+def test_on_the_linear_task_fa_with_b_at_the_forward_inits_scale_stays_far_from_bp(tmp_path):
+    # README: with B at the forward init's scale U[±0.01] fa's hidden teaching signal is ~50x
+    # too small, and it stops orders of magnitude above bp's round-off (3.6e-4)
+    from dataclasses import replace
+
+    import bioprop as bp
+
+    task = bp.tasks.get("linear")
+    small = replace(task, rule_options={"fa": {"feedback_init": bp.init.uniform(0.01)}})
+    ds = bp.compare(small, rules=["fa"], seeds=1, out=tmp_path, progress=False)
+    assert float(ds["final_loss"].sel(seed=0, rule="fa")) > 1e-5
 
 
 @pytest.mark.slow
@@ -107,7 +119,9 @@ def test_cdni_does_credit_assignment_where_dni_does_not(tmp_path):
     # control and dni; plain dni does not beat the control (its ĝ is orthogonal to ∂ℓ/∂h)
     found = verdicts("dni_mnist", tmp_path, "--depths", "3", "4", "--p-epochs", "1")
     assert verdict_of(found, "cDNI trains at least as well as DNI") == "HOLDS"
-    assert verdict_of(found, "both beat the No Bprop control") == "DOES NOT HOLD"
+    assert verdict_of(found, "cDNI trains the hidden layers") == "HOLDS"
+    assert verdict_of(found, ": DNI trains the hidden layers") == "DOES NOT HOLD"
+    assert verdict_of(found, "cDNI keeps training when each layer updates on only 5%") == "HOLDS"
 
 
 @pytest.mark.slow
@@ -184,3 +198,39 @@ def test_spiking_fa_learns_well_above_chance_and_its_weights_align_with_b(tmp_pa
     # images): above 25 % accuracy, within 10 points of its rate-fa twin, ∠(Wᵀ, B) < 80°
     args = "--train 1000 --test 200 --test-every 1000 --seeds 1".split()
     assert_all_hold(verdicts("spiking_feedback_alignment", tmp_path, *args))
+
+
+@pytest.mark.slow
+def test_equilibrium_propagation_trains_as_well_as_bp_and_its_symmetric_estimate_is_closer(
+    tmp_path,
+):
+    # Scellier & Bengio 2017 / Laborieux et al. 2021 (ep_mnist.py) at 1 epoch: ep within
+    # 1.25x of the best bp twin, both EP updates descend, ±β closer to BPTT than +β
+    found = verdicts("ep_mnist", tmp_path, "--epochs", "1")
+    assert len(found) == 4
+    assert_all_hold(found)
+
+
+@pytest.mark.slow
+def test_lees_difference_target_propagation_trains_the_deep_net_where_tp_fails(tmp_path):
+    # Lee et al. 2015 (dtp_lee.py, their released configuration) at 1 epoch, 1 seed: dtp
+    # trains the 7-hidden-layer tanh net, tp does not, dtp within 2.5 points of bp, and
+    # dtp's updates within 90° of bp's and (marginally) closer to Gauss-Newton early on
+    args = ["--epochs", "1", "--seeds", "1", "--results", str(tmp_path / "results")]
+    found = verdicts("dtp_lee", tmp_path, *args)
+    assert len(found) == 4
+    assert_all_hold(found)
+
+
+@pytest.mark.slow
+def test_meulemans_difference_reconstruction_helps_and_dtp_stays_within_reach_of_bp(tmp_path):
+    # Meulemans et al. 2020 (dtp_meulemans.py, their released configurations) at the
+    # README's 3 epochs, seed 0: dtp within 2.5 points of bp, dtp-drl and ddtp-linear at
+    # least as good as dtp, every variant within 90° of bp; closer to Gauss-Newton than to
+    # bp early on for dtp-drl and ddtp-linear but not for plain dtp (as in README)
+    args = ["--epochs", "3", "--seeds", "1", "--results", str(tmp_path / "results")]
+    found = verdicts("dtp_meulemans", tmp_path, *args)
+    assert len(found) == 8
+    for claim, verdict in found:
+        expected = "DOES NOT HOLD" if claim.startswith("paper: dtp: closer to") else "HOLDS"
+        assert verdict.strip() == expected, claim
