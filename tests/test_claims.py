@@ -117,7 +117,7 @@ def test_on_the_linear_task_fa_with_b_at_the_forward_inits_scale_stays_far_from_
 def test_cdni_does_credit_assignment_where_dni_does_not(tmp_path):
     # dni_mnist at 3 and 4 layers, every rule at its validated lr: cdni beats the No Bprop
     # control and dni; plain dni does not beat the control (its ĝ is orthogonal to ∂ℓ/∂h)
-    found = verdicts("dni_mnist", tmp_path, "--depths", "3", "4", "--p-epochs", "1")
+    found = verdicts("dni_mnist", tmp_path, "--depths", "3", "4")  # part B: 4 epochs
     assert verdict_of(found, "cDNI trains at least as well as DNI") == "HOLDS"
     assert verdict_of(found, "cDNI trains the hidden layers") == "HOLDS"
     assert verdict_of(found, ": DNI trains the hidden layers") == "DOES NOT HOLD"
