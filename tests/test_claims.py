@@ -234,3 +234,15 @@ def test_meulemans_difference_reconstruction_helps_and_dtp_stays_within_reach_of
     for claim, verdict in found:
         expected = "DOES NOT HOLD" if claim.startswith("paper: dtp: closer to") else "HOLDS"
         assert verdict.strip() == expected, claim
+
+
+@pytest.mark.slow
+def test_plastic_rnn_completes_stored_images_and_non_plastic_networks_do_not(tmp_path):
+    # Miconi et al. 2018 §4.2 (plasticity_images.py) at 2000 episodes, 1 seed, 50 test
+    # episodes: the plastic RNN (dp-bptt and dp-fa) completes stored images at under half
+    # of zero fill's and of its own novel-image error; RNN and LSTM complete stored and
+    # novel images alike (within 10 %)
+    args = ["--episodes", "2000", "--test-episodes", "50", "--seeds", "1"]
+    found = verdicts("plasticity_images", tmp_path, *args, "--results", str(tmp_path / "r.json"))
+    assert len(found) == 4
+    assert_all_hold(found)
