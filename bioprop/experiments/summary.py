@@ -99,11 +99,14 @@ def format_sweep_table(ds: xr.Dataset) -> str:
     err = bool(ds.test_error.notnull().any())
     cols = [(d, max(len(d), *(len(str(v)) for v in ds[d].values))) for d in dims]
     head = f"{'rule':<18} " + " ".join(f"{d:>{w}}" for d, w in cols)
-    head += f" {'final loss':>22}" + (f" {'test error %':>16}" if err else "")
+    held_out = ds.attrs.get("evaluated_on")  # a tuning sweep reports a validation split
+    on = "valid" if str(held_out).startswith("validation") else "test"
+    head += f" {'final loss':>22}" + (f" {on + ' error %':>16}" if err else "")
     head += f" {'angle to bp (°)':>16} {'wall (s)':>9}"
     lines = [
         f"task {ds.attrs.get('task')}, {ds.sizes['seed']} seed(s), "
-        f"{ds.attrs.get('epochs')} epoch(s), options: {', '.join(dims) or 'none'}",
+        f"{ds.attrs.get('epochs')} epoch(s), options: {', '.join(dims) or 'none'}"
+        + (f"; evaluated on the {held_out}" if held_out else ""),
         head,
         "-" * len(head),
     ]
