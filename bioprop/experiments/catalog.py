@@ -270,7 +270,8 @@ def _spiking_fashion_mnist() -> Task:
             "fa": {"feedback_init": uniform(1.0)},
         },
         default_rules=("spiking-fa", "fa", "bp"),
-        reference="docs/spiking.md (spiking 69.4 %, rate-fa 75.4 %, rate-bp 75.6 % test accuracy)",
+        reference="docs/spiking.md (3 seeds: spiking 61.7 %, rate-fa 67.9 %, rate-bp 70.5 % "
+        "test accuracy)",
     )
 
 
