@@ -99,6 +99,20 @@ SETTINGS = {
             },
         ),
     ),
+    "hidden_lr": (
+        "hidden-layer SGD lr (input->hidden)",
+        ("bp",),
+        lambda task, per_rule: replace(
+            task,
+            rule_optimizer={
+                **task.rule_optimizer,
+                **{
+                    r: (task.optimizer[0], {**task.optimizer[1], "input->hidden_lr": v})
+                    for r, v in per_rule.items()
+                },
+            },
+        ),
+    ),
     "feedback_scale": (
         "feedback scale ω (B ~ U[±ω])",
         ("fa", "dfa", "sign-symmetry"),
@@ -117,7 +131,8 @@ def select_then_test(task, rules, setting: str, values, args, out: Path, argv) -
     """Every rule's ``setting`` (a key of :data:`SETTINGS`) from ``values`` on the
     validation split (seed 0, the full budget), then every rule at its chosen value on the
     test set, ``args.seeds`` seeds; prints the claims and stores the result as
-    ``<results>/lillicrap_mnist_<setup>.json``.  Rules the setting does not apply to (bp
+    ``<results>/lillicrap_mnist_<setup>.json`` (Adam rates) or
+    ``<results>/lillicrap_mnist_<setup>_<setting>.json``.  Rules the setting does not apply to (bp
     and shallow have no feedback weights) keep the task's setting and skip the selection."""
     t0 = time.perf_counter()
     label, applies, apply = SETTINGS[setting]
@@ -183,7 +198,8 @@ def select_then_test(task, rules, setting: str, values, args, out: Path, argv) -
     }
     if not args.quick:
         args.results.mkdir(parents=True, exist_ok=True)
-        dest = args.results / f"lillicrap_mnist_{args.setup}.json"
+        suffix = "" if setting == "lr" else f"_{setting}"  # the strong setup's Adam rates
+        dest = args.results / f"lillicrap_mnist_{args.setup}{suffix}.json"
         dest.write_text(json.dumps(result, indent=1))
         print(f"wrote {dest}")
     print(f"{time.perf_counter() - t0:.0f} s")
@@ -221,6 +237,13 @@ def main(argv=None) -> int:
         "the test set once (--setup strong)",
     )
     parser.add_argument(
+        "--select-hidden-lrs",
+        default=None,
+        metavar="LR,...",
+        help="choose bp's hidden-layer SGD rate (input->hidden; the output layer keeps the "
+        "task's) from these on the validation split, then report the test set once",
+    )
+    parser.add_argument(
         "--select-feedback-scales",
         default=None,
         metavar="OMEGA,...",
@@ -231,7 +254,12 @@ def main(argv=None) -> int:
     if args.feedback_scale is not None and not args.feedback_scale > 0:
         parser.error(f"--feedback-scale must be positive, got {args.feedback_scale}")
     selection = None
-    for setting, flag in (("lr", "select_lrs"), ("feedback_scale", "select_feedback_scales")):
+    flags = (
+        ("lr", "select_lrs"),
+        ("hidden_lr", "select_hidden_lrs"),
+        ("feedback_scale", "select_feedback_scales"),
+    )
+    for setting, flag in flags:
         text = getattr(args, flag)
         if text is None:
             continue
@@ -245,10 +273,12 @@ def main(argv=None) -> int:
         if args.validation:
             parser.error(f"{option} chooses on the validation split itself: drop --validation")
         if selection is not None:
-            parser.error("choose one setting per run: --select-lrs or --select-feedback-scales")
+            parser.error("choose one setting per run: one --select-… option")
         selection = (setting, values)
     if args.select_lrs is not None and args.setup != "strong":
         parser.error("--select-lrs chooses Adam rates: it needs --setup strong")
+    if args.select_hidden_lrs is not None and args.setup != "paper":
+        parser.error("--select-hidden-lrs chooses SGD rates: it needs --setup paper")
     if args.select_feedback_scales is not None and args.feedback_scale is not None:
         parser.error("--select-feedback-scales chooses the scale: drop --feedback-scale")
     out, rules = _common.image_setup(args, "lillicrap_mnist")

@@ -324,8 +324,14 @@ def lillicrap_strong(root: Path) -> str:
 
 def lillicrap_paper(root: Path) -> str:
     """Feedback scales chosen on validation, the paper's setup
-    (``lillicrap_mnist_paper.json``)."""
-    return _lillicrap_selection(root, "lillicrap_mnist_paper.json")
+    (``lillicrap_mnist_paper_feedback_scale.json``)."""
+    return _lillicrap_selection(root, "lillicrap_mnist_paper_feedback_scale.json")
+
+
+def lillicrap_paper_bp(root: Path) -> str:
+    """bp's hidden-layer SGD rate chosen on validation, the paper's setup
+    (``lillicrap_mnist_paper_hidden_lr.json``)."""
+    return _lillicrap_selection(root, "lillicrap_mnist_paper_hidden_lr.json")
 
 
 def _short(v: float) -> str:
@@ -363,6 +369,7 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "plasticity_images": plasticity_images,
     "lillicrap_strong": lillicrap_strong,
     "lillicrap_paper": lillicrap_paper,
+    "lillicrap_paper_bp": lillicrap_paper_bp,
     "sweep_fa_scale_lr": sweep_fa_scale_lr,
 }
 
