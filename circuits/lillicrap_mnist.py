@@ -6,10 +6,12 @@ order (``bioprop.experiments.compare``).  The paper's MNIST test errors: bp 2.4 
 shallow 7.2 %.  MNIST is downloaded where the network allows; Fashion-MNIST (Debian package
 ``dataset-fashion-mnist``) is the default here.
 
-The feedback weights of fa, dfa and sign-symmetry are drawn from U[±0.25], the scale the
-forward weights of hidden→output reach in training; ``--feedback-scale 0.05`` (the forward
-init's scale) shows what a B five times too small costs: fa's hidden layer learns slower and
-stays behind bp.
+The scale of the feedback weights B of fa, dfa and sign-symmetry acts as the hidden layer's
+learning rate (the hidden update is ∝ Bδ): it is chosen on the validation split,
+``--select-feedback-scales 0.05,0.125,0.25,0.5,1,2`` (the task's default, U[±2], is that
+choice).  Its control is bp with its own hidden-layer rate chosen the same way,
+``--select-hidden-lrs 0.2,0.5,1,2,4`` (``--hidden-lr`` sets it); ``--feedback-scale``
+sets ω by hand.
 
     python circuits/lillicrap_mnist.py --dataset fashion-mnist --seeds 3 --epochs 10
 
@@ -72,9 +74,14 @@ def plot_alignment(out: Path, rules: list[str], seeds: int) -> Path:
 def strong(task: bp.tasks.Task) -> bp.tasks.Task:
     """The task's 784-1000-10 shape trained the way a practitioner would: ReLU hidden units,
     a linear output under softmax cross-entropy, Kaiming-uniform init, Adam (lr 1e-3 unless
-    chosen), batch 128; fa, dfa and sign-symmetry keep the task's feedback U[±0.25]."""
+    chosen), batch 128; fa, dfa and sign-symmetry draw their feedback from U[±0.25]
+    (untuned; the stored results used it)."""
     return replace(
         task,
+        rule_options={
+            **task.rule_options,
+            **{r: {"feedback_init": bp.init.uniform(0.25)} for r in ("fa", "dfa", "sign-symmetry")},
+        },
         activation="relu",
         output_activation="linear",
         init=bp.init.kaiming_uniform(2**0.5),
