@@ -9,10 +9,10 @@ Keys (``bioprop bench --json``):
 
 ``fa_over_bp_b32``, ``fa_over_bp_b128``
     fa trainer epoch ÷ bp (autograd) trainer epoch, 784-1000-10 logistic,
-    random data of MNIST shape.  Target ≤ 0.9.
+    random data of MNIST shape.  Target ≤ 0.8.
 ``fa_over_handloop``
     fa trainer epoch ÷ a minimal hand-written torch FA loop doing the same
-    arithmetic (batch 32).  Target ≤ 1.15.
+    arithmetic (batch 32).  Target ≤ 1.1.
 ``recording_overhead``
     fa training recording every 100 steps ÷ the same without recording.
     Target ≤ 1.03.
@@ -47,10 +47,10 @@ __all__ = [
     "train_epoch",
 ]
 
-TARGETS = {
-    "fa_over_bp_b32": 0.9,
-    "fa_over_bp_b128": 0.9,
-    "fa_over_handloop": 1.15,
+TARGETS = {  # the throughput issue's targets
+    "fa_over_bp_b32": 0.8,
+    "fa_over_bp_b128": 0.8,
+    "fa_over_handloop": 1.1,
     "recording_overhead": 1.03,
     "recording_rss_growth_mb": 20.0,
 }
