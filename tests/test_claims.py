@@ -260,3 +260,32 @@ def test_in_the_paper_setup_fa_and_sign_symmetry_match_a_tuned_bp_and_shallow_fa
     found = verdicts("lillicrap_mnist", tmp_path, *args, "--threads", "1")
     assert len(found) == 3
     assert_all_hold(found)
+
+
+@pytest.mark.slow
+def test_without_the_scale_kappa_dni_on_the_text_stream_stalls_at_the_unigram_level():
+    # README (dni_language): with κ = 1 (no down-scaling of δ̂) dni's LSTM state runs away
+    # and it stalls near the unigram level; κ = 0.1 learns (seed 0, lr 3e-3, 300 updates)
+    import torch
+
+    import bioprop as bp
+    from bioprop.recurrent import RecurrentCircuit
+    from bioprop.recurrent.language import CharLMTask, language_data
+
+    torch.set_num_threads(1)
+    task = CharLMTask("pydoc")
+    bpc = {}
+    for scale in (1.0, 0.1):
+        c = RecurrentCircuit(task.n_in, 128, task.n_out, seed=0)
+        run = bp.train(
+            c,
+            bp.rules.get("dni", kind="recurrent", T=4, scale=scale),
+            language_data(task, 40),
+            steps=300,
+            batch_size=32,
+            optimizer=("adam", {"lr": 3e-3, "module_lr": 1e-3}),
+            evaluate=("valid",),
+            progress=False,
+        )
+        bpc[scale] = run.history["valid_loss"][0]
+    assert bpc[1.0] > 4.0 and bpc[0.1] < bpc[1.0] - 0.5, bpc
