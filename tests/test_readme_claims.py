@@ -191,3 +191,25 @@ def test_target_propagation_verdicts_are_the_ones_readme_reports():
     assert of(meul, "difference reconstruction loss helps") == ["HOLDS"]
     lee = verdicts("dtp_lee.json")
     assert set(of(lee, "")) == {"HOLDS"} and len(lee) == 4
+
+
+def test_fa_sweep_b_scale_works_like_a_hidden_learning_rate():
+    # README (sweeps): at lr 0.0025 fa's NSE falls as ω grows; the largest lr that still
+    # converges falls with ω (0.02 up to ω = 0.1, 0.01 up to 0.5, 0.005 at 1; bp diverges at
+    # 0.02); fa's angle to bp stays between 25° and 34° in every cell
+    cells = _json("sweep_fa_scale_lr.json")["cells"]
+    fa = {
+        (float(c["fa.feedback_init"][8:-1]), c["optimizer.lr"]): c
+        for c in cells
+        if c["rule"] == "fa"
+    }
+    scales = sorted({w for w, _ in fa})
+    slow = [fa[(w, 0.0025)]["final_loss"]["mean"] for w in scales]
+    assert slow == sorted(slow, reverse=True)
+    for w in scales:
+        fine = [lr for (v, lr), c in fa.items() if v == w and not c["failed"]]
+        assert max(fine) == (0.02 if w <= 0.1 else 0.01 if w <= 0.5 else 0.005), w
+    bp = {c["optimizer.lr"]: c for c in cells if c["rule"] == "bp"}
+    assert bp[0.02]["failed"] == 3 and not bp[0.01]["failed"]
+    angles = [c["angle_to_bp"]["mean"] for c in fa.values() if not c["failed"]]
+    assert 24.5 < min(angles) and max(angles) < 34
