@@ -28,8 +28,10 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -92,10 +94,16 @@ def strong(task: bp.tasks.Task) -> bp.tasks.Task:
     )
 
 
-#: what ``--select-lrs`` / ``--select-feedback-scales`` choose per rule: (the setting's
-#: name, the rules it applies to (None: all), how a task takes one value per rule)
+class Setting(NamedTuple):
+    """What a ``--select-…`` option chooses per rule."""
+
+    label: str
+    applies: tuple[str, ...] | None  # the rules it applies to (None: all)
+    apply: Callable[[bp.tasks.Task, dict[str, float]], bp.tasks.Task]  # one value per rule
+
+
 SETTINGS = {
-    "lr": (
+    "lr": Setting(
         "Adam lr",
         None,
         lambda task, per_rule: replace(
@@ -106,7 +114,7 @@ SETTINGS = {
             },
         ),
     ),
-    "hidden_lr": (
+    "hidden_lr": Setting(
         "hidden-layer SGD lr (input->hidden)",
         ("bp",),
         lambda task, per_rule: replace(
@@ -120,7 +128,7 @@ SETTINGS = {
             },
         ),
     ),
-    "feedback_scale": (
+    "feedback_scale": Setting(
         "feedback scale ω (B ~ U[±ω])",
         ("fa", "dfa", "sign-symmetry"),
         lambda task, per_rule: replace(
@@ -316,11 +324,11 @@ def main(argv=None) -> int:
         base = task.load
         task = replace(task, load=lambda seed, quick: _common.validation(base(seed, quick), quick))
     if args.feedback_scale is not None:
-        task = SETTINGS["feedback_scale"][2](
+        task = SETTINGS["feedback_scale"].apply(
             task, {r: args.feedback_scale for r in ("fa", "dfa", "sign-symmetry")}
         )
     if args.hidden_lr is not None:
-        task = SETTINGS["hidden_lr"][2](task, {"bp": args.hidden_lr})
+        task = SETTINGS["hidden_lr"].apply(task, {"bp": args.hidden_lr})
     t0 = time.perf_counter()
     ds = _common.compare(task, rules, args, out)
     plot_alignment(out, rules, args.seeds)

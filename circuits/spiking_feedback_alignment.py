@@ -203,15 +203,16 @@ def select(args) -> tuple[float, float]:
     val = validation(TASK.load(0, args.quick), args.quick).subset(n_test=args.test)
     etas = args.select_eta or [args.eta]
     presents = args.select_present or [args.present]
-    base = (args.eta, args.present, args.test_every, args.out)
     scores: dict[tuple[float, float], list[float]] = {}
     print(f"selection on {val.name}: η × presentation time, {args.select_seeds} seed(s)")
     for present in presents:
         for eta in etas:
-            args.eta, args.present, args.test_every = eta, present, args.train
-            args.out = base[3] / "select" / f"eta{eta:g}_present{present:g}"
-            args.out.mkdir(parents=True, exist_ok=True)
-            accs = [1.0 - spiking_run(args, val, s)[0].test_error for s in range(args.select_seeds)]
+            out = args.out / "select" / f"eta{eta:g}_present{present:g}"
+            out.mkdir(parents=True, exist_ok=True)
+            trial = {"eta": eta, "present": present, "test_every": args.train, "out": out}
+            trial = argparse.Namespace(**{**vars(args), **trial})
+            seeds = range(args.select_seeds)
+            accs = [1.0 - spiking_run(trial, val, s)[0].test_error for s in seeds]
             scores[(eta, present)] = accs
             print(
                 f"  η {eta:g} Hz, {present:g} ms: validation accuracy "
@@ -219,7 +220,6 @@ def select(args) -> tuple[float, float]:
                 + f" % (mean {100 * statistics.fmean(accs):.1f} %)",
                 flush=True,
             )
-    args.eta, args.present, args.test_every, args.out = base
     eta, present = max(scores, key=lambda k: statistics.fmean(scores[k]))
     print(f"chosen on validation: η {eta:g} Hz, {present:g} ms per sample\n", flush=True)
     return eta, present

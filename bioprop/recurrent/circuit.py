@@ -142,15 +142,22 @@ class RecurrentCircuit(Circuit):
     # -- running -----------------------------------------------------------------------------
     def _weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(W_x, W_h, b) with the gates stacked along the first axis (LSTM: 4H rows)."""
-        pw = self.pathways
         if self._shared is not None:
             return self._shared
         if self.cell == "rnn":
+            pw = self.pathways
             return pw["input->hidden"].weight, pw["hidden->hidden"].weight, pw["input->hidden"].bias
-        wx = torch.cat([pw[f"input->hidden:{g}"].weight for g in GATES])
-        wh = torch.cat([pw[f"hidden->hidden:{g}"].weight for g in GATES])
-        b = torch.cat([pw[f"input->hidden:{g}"].bias for g in GATES])
+        wx, wh, b = (torch.cat(ps) for ps in self._gate_parameters())
         return wx, wh, b
+
+    def _gate_parameters(self) -> list[list[nn.Parameter]]:
+        """The LSTM's per-gate W_x, W_h and b, each a list in gate order (i, f, g, o)."""
+        pw = self.pathways
+        return [
+            [pw[f"input->hidden:{g}"].weight for g in GATES],
+            [pw[f"hidden->hidden:{g}"].weight for g in GATES],
+            [pw[f"input->hidden:{g}"].bias for g in GATES],
+        ]
 
     @contextlib.contextmanager
     def shared_gate_weights(self) -> Iterator[None]:
@@ -168,15 +175,7 @@ class RecurrentCircuit(Circuit):
         if self.cell != "lstm" or self._shared is not None:
             yield
             return
-        pws = {
-            kind: [self.pathways[f"{kind}:{g}"] for g in GATES]
-            for kind in ("input->hidden", "hidden->hidden")
-        }
-        owners = [
-            [p.weight for p in pws["input->hidden"]],
-            [p.weight for p in pws["hidden->hidden"]],
-            [p.bias for p in pws["input->hidden"]],
-        ]
+        owners = self._gate_parameters()
         with torch.no_grad():
             copies = tuple(
                 torch.cat(ps).requires_grad_(any(p.requires_grad for p in ps)) for ps in owners

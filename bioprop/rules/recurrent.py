@@ -159,8 +159,7 @@ class RecurrentRule(Rule):
         prev_pred: torch.Tensor | None = None
         # the gate weights stacked once for all windows (their .grad lands on leaving the
         # block); per-window gradients need the pathways' .grad after every window
-        share = getattr(circuit, "shared_gate_weights", None)
-        with contextlib.nullcontext() if keep_window_grads or share is None else share():
+        with contextlib.nullcontext() if keep_window_grads else circuit.shared_gate_weights():
             for k, (a, b) in enumerate(wins):
                 last = k == len(wins) - 1
                 s0 = circuit.flat(state).detach().requires_grad_(k > 0 or carried is not None)

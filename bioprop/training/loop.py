@@ -23,7 +23,7 @@ from bioprop.core.circuit import Circuit
 from bioprop.data.base import Dataset
 from bioprop.recording.provenance import provenance
 from bioprop.recording.writer import Record, Recorder
-from bioprop.rules.contract import Rule, apply_sgd_directly
+from bioprop.rules.contract import DIRECT, Rule, apply_sgd_directly
 from bioprop.training import checkpoints as _ckpt
 from bioprop.training.checks import check_data, check_max_steps, effective_batch_size
 from bioprop.training.optim import make_optimizer
@@ -246,10 +246,11 @@ def fit(
     # (write_pathway_grads) on steps that are not recorded; recording steps keep .grad
     plastic = list(circuit.plastic_parameters())
     direct = rule.direct_updates and direct_updates and apply_sgd_directly(plastic, opt)
-    # ... and when the rule updates every parameter the optimizer holds, an unrecorded step
-    # leaves the optimizer nothing to do (every .grad None): skip its zero_grad and step
-    armed = {id(p) for p in plastic}
-    optimizer_idle = direct and all(id(p) in armed for g in opt.param_groups for p in g["params"])
+    # ... and when every parameter the optimizer holds is armed, an unrecorded step leaves
+    # the optimizer nothing to do (every .grad None): skip its zero_grad and step
+    optimizer_idle = direct and all(
+        hasattr(p, DIRECT) for g in opt.param_groups for p in g["params"]
+    )
     try:
         for epoch in range(start_epoch, epochs):
             order = epoch_order(seed, epoch, n).to(device)
