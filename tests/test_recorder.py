@@ -181,3 +181,49 @@ def test_a_long_recording_is_written_at_flat_memory():
 
     res = _recording_rss_growth(quick=True, repeats=1, device="cpu")
     assert res["ratio"] < 20, res
+
+
+def _structure(path):
+    """Every object of an HDF5 file: name, shape, dtype, chunks, fill value, attributes."""
+    import h5py
+
+    out = []
+
+    def attrs(obj):
+        return sorted((k, repr(v)) for k, v in obj.attrs.items() if k != "DIMENSION_LIST")
+
+    with h5py.File(path, "r", locking=False) as f:
+        out.append(("/", attrs(f)))
+
+        def visit(name, obj):
+            if isinstance(obj, h5py.Dataset):
+                out.append((name, obj.shape, obj.dtype.str, obj.chunks, repr(obj.fillvalue)))
+            out.append((name, [a for a in attrs(obj) if a[0] != "REFERENCE_LIST"]))
+
+        f.visititems(visit)
+    return out
+
+
+def test_a_layout_from_the_cache_is_the_layout_built_afresh(tmp_path):
+    from bioprop.recording import schema
+
+    small_run(tmp_path / "first.h5")  # builds (or finds) the skeleton of this layout
+    assert schema._SKELETONS
+    small_run(tmp_path / "cached.h5")
+    schema._SKELETONS.clear()
+    small_run(tmp_path / "fresh.h5")
+    cached, fresh = _structure(tmp_path / "cached.h5"), _structure(tmp_path / "fresh.h5")
+    assert cached == fresh
+    assert cached[0][0] == "/" and ("rule", "'fa'") in cached[0][1]  # the run's own attributes
+
+
+def test_layouts_that_differ_never_share_a_skeleton(tmp_path):
+    data = bp.data.linear_teacher(n_in=8, n_out=3, n_train=8, n_test=4, seed=1)
+    for hidden, rule in ((6, "fa"), (7, "fa"), (7, "bp")):
+        c = bp.Circuit.layered([8, hidden, 3], activation="tanh", seed=0)
+        path = tmp_path / f"{hidden}-{rule}.h5"
+        bp.train(c, rule, data, epochs=1, batch_size=4, record=bp.Record(path), progress=False)
+        rec = bp.load(path)
+        assert rec["pathways/input->hidden"].ds.sizes["post"] == hidden
+        assert rec.attrs["rule"] == rule
+        assert ("output->hidden" in rec["pathways"].children) == (rule == "fa")

@@ -161,6 +161,7 @@ class Recorder:
             raise
         self.closed = False
         self._this_record: dict[str, int] = {}
+        self._buffers: dict[tuple[str, str], torch.Tensor] = {}
         self.background = spec.background
         self._writer: ThreadPoolExecutor | None = None
         self._in_flight: Future | None = None
@@ -190,11 +191,13 @@ class Recorder:
         ``signals``, and the family's exact ``reference`` for the same batch.  The record
         is committed all groups at once — before this returns, or (``background``) by the
         writer thread while training goes on; if it fails half-way none of it is."""
+        # a bounded queue: at most one record in flight — and the snapshot's buffers, which
+        # the record in flight is written from, are free again once it is committed
+        self._wait()
         snapshot = self._snapshot(epoch, signals, reference, evaluation)
         if not self.background:
             self._commit_record(step, snapshot)
             return
-        self._wait()  # a bounded queue: at most one record in flight
         if self._writer is None:
             self._writer = ThreadPoolExecutor(1, thread_name_prefix="bioprop-recorder")
         self._in_flight = self._writer.submit(self._commit_record, step, snapshot)
@@ -222,8 +225,8 @@ class Recorder:
         self.rows.commit()
 
     def _snapshot(self, epoch, signals, reference, evaluation) -> Snapshot:
-        """The record's values, per group in writing order (copies, when written later)."""
-        copy = self.background
+        """The record's values, per group in writing order: the large ones are copied into
+        this recorder's buffers (:meth:`_buffer`), so training may move on."""
         ref_grads, ref_delta = ({}, {}) if reference is None else (reference.grads, reference.delta)
         out: Snapshot = []
         have = self.rows.rows
@@ -233,34 +236,40 @@ class Recorder:
         out.append(("metrics", metrics))
         for name in self._pathways:
             pw = self.circuit.pathways[name]
-            gv, values = have[(f"pathways/{name}", "step")], {}
-            if "weight" in gv:
-                values["weight"] = _np(pw.effective_weight(), copy)
-            if "bias" in gv:
-                values["bias"] = _np(pw.bias, copy)
-            if "weight_update" in gv:
-                gr = pw.weight.grad
-                values["weight_update"] = -_np(gr) if gr is not None else 0.0
-            if "bias_update" in gv:
-                gr = pw.bias.grad
-                values["bias_update"] = -_np(gr) if gr is not None else 0.0
-            if "weight_update_bp" in gv and f"{name}.weight" in ref_grads:
-                values["weight_update_bp"] = -_np(ref_grads[f"{name}.weight"])
-            if "bias_update_bp" in gv and f"{name}.bias" in ref_grads:
-                values["bias_update_bp"] = -_np(ref_grads[f"{name}.bias"])
-            out.append((f"pathways/{name}", values))
+            gp = f"pathways/{name}"
+            gv, values = have[(gp, "step")], {}
+            grads = {  # the rule's .grad (None: it left no update, a row of zeros)
+                var: param.grad
+                for var, param in (("weight_update", pw.weight), ("bias_update", pw.bias))
+                if var in gv
+            }
+            for var, t, negate in (
+                ("weight", pw.effective_weight() if "weight" in gv else None, False),
+                ("bias", pw.bias, False),
+                *((v, g, True) for v, g in grads.items()),
+                ("weight_update_bp", ref_grads.get(f"{name}.weight"), True),
+                ("bias_update_bp", ref_grads.get(f"{name}.bias"), True),
+            ):
+                if var not in gv:
+                    continue
+                if t is not None:
+                    values[var] = self._buffer(gp, var, t, negate)
+                elif var in grads:  # the rule left no update: a row of zeros
+                    values[var] = 0.0
+            out.append((gp, values))
         k = self.spec.samples
         for name in self._populations:
-            gv, values = have[(f"populations/{name}", "step")], {}
+            gp = f"populations/{name}"
+            gv, values = have[(gp, "step")], {}
             sources = (("delta", signals.delta), ("delta_bp", ref_delta), ("rate", signals.rates))
             for var, source in sources if k else ():
                 if var in gv and name in source:
-                    arr = _np(source[name][:k], copy)
+                    arr = self._buffer(gp, var, source[name][:k])
                     if arr.shape[0] < k:
                         pad = np.full((k - arr.shape[0], arr.shape[1]), np.nan, np.float32)
                         arr = np.concatenate([arr, pad])
                     values[var] = arr
-            out.append((f"populations/{name}", values))
+            out.append((gp, values))
         for gp, values in signals.records.items():
             if (gp, "step") not in have:
                 rule = self.h5.attrs.get("rule", "(unnamed)")
@@ -269,8 +278,25 @@ class Recorder:
                     f"rule {rule!r} recorded into {gp!r}, which its record_variables() did "
                     "not declare; declare it there (an ExtraVariable per variable)"
                 )
-            out.append((gp, {var: _value(v, copy) for var, v in values.items()}))
+            out.append((gp, {var: _value(v, self.background) for var, v in values.items()}))
         return out
+
+    def _buffer(self, group: str, var: str, t: torch.Tensor, negate: bool = False) -> np.ndarray:
+        """``t`` (``−t`` with ``negate``) as float32 numpy, copied into this recorder's
+        buffer for ``group/var``.  One buffer per variable, reused record after record
+        (the record written from it is committed before the next snapshot): no allocation,
+        and no fresh pages to fault in, per record."""
+        t = t.detach()
+        buf = self._buffers.get((group, var))
+        if buf is None or buf.shape != t.shape:
+            buf = self._buffers[(group, var)] = torch.empty(t.shape, dtype=torch.float32)
+        if negate and t.device.type == "cpu":
+            torch.neg(t, out=buf)
+        else:
+            buf.copy_(t)
+            if negate:
+                buf.neg_()
+        return buf.numpy()
 
     def has(self, group: str, variable: str) -> bool:
         """Whether the recording lays out ``group/variable``."""
