@@ -125,3 +125,18 @@ def test_the_torch_lstm_baseline_does_the_same_arithmetic_as_the_bptt_rule():
     got = torch.cat([c.pathways[f"input->hidden:{g}"].weight.grad for g in "ifgo"])
     torch.testing.assert_close(lstm.weight_ih_l0.grad, got, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(read.weight.grad, c.pathways["hidden->output"].weight.grad)
+
+
+def test_the_raw_record_writer_stores_each_record_whole_and_in_order(tmp_path):
+    # the floor under recording_overhead stores real bytes, not a no-op
+    import numpy as np
+    import torch
+
+    a, b = torch.arange(6.0).view(2, 3), torch.tensor([7.0, 8.0])
+    w = bench.RawRecordWriter(tmp_path / "raw.bin", 4 * 8)
+    w.write([a, b])
+    w.write([a + 10, b + 10])
+    w.close()
+    got = np.fromfile(tmp_path / "raw.bin", np.float32)
+    first = np.r_[a.flatten().numpy(), b.numpy()]
+    np.testing.assert_array_equal(got, np.r_[first, first + 10])

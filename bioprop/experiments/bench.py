@@ -19,6 +19,18 @@ Keys (``bioprop bench --json``):
 ``recording_rss_growth_mb``
     Resident memory growth (MB, absolute) over 10 000 records of a small circuit, one
     every step.  Target ≤ 20.
+
+Floors — what the machine allows, measured the same way, so that a missed target can be
+read against it:
+
+``handloop_over_bp_b32``, ``handloop_over_bp_b128``
+    the fastest plain-torch FA epoch (:func:`handloop_fa`) ÷ the bp trainer's epoch: the
+    least any FA trainer's ``fa_over_bp`` can read.
+``recording_bytes_floor``
+    the fa epoch while a plain thread stores, every 100 steps, as many bytes as a record
+    holds (copied on the training thread, written with ``os.pwrite``; at most one in
+    flight, as the recorder) ÷ the same epoch storing nothing: the least any recorder of
+    these variables can cost here (no HDF5, no shadow backprop).
 """
 
 from __future__ import annotations
@@ -28,8 +40,10 @@ import os
 import statistics
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from bioprop.core import init as _init
@@ -283,6 +297,97 @@ def _fa_over_handloop(quick: bool, repeats: int, device: str) -> dict:
     )
 
 
+def _handloop_over_bp(batch: int):
+    def run(quick: bool, repeats: int, device: str) -> dict:
+        data = mnist_shaped(6000 if quick else 60000, device=device)
+        return interleaved_ratio(
+            handloop_fa(data, batch, device=device),
+            _trainer_epoch("bp", data, batch, device),
+            repeats,
+        )
+
+    return run
+
+
+class RawRecordWriter:
+    """Stores records as plain bytes: :meth:`write` copies tensors into one buffer on the
+    caller's thread and a writer thread appends it to a file with ``os.pwrite`` (at most one
+    record in flight).  The floor under :class:`bioprop.recording.writer.Recorder`'s cost."""
+
+    def __init__(self, path, nbytes: int):
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        self.buf = np.empty(nbytes // 4, np.float32)
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="bench-raw-writer")
+        self.offset, self.pending = 0, None
+
+    def write(self, tensors) -> None:
+        if self.pending is not None:
+            self.pending.result()
+        flat, i = torch.from_numpy(self.buf), 0
+        for t in tensors:
+            n = t.numel()
+            flat[i : i + n].view(t.shape).copy_(t.detach())
+            i += n
+        self.pending = self.pool.submit(os.pwrite, self.fd, self.buf.data, self.offset)
+        self.offset += self.buf.nbytes
+
+    def close(self) -> None:
+        if self.pending is not None:
+            self.pending.result()
+        self.pool.shutdown()
+        os.close(self.fd)
+
+
+def _recording_bytes_floor(quick: bool, repeats: int, device: str) -> dict:
+    """The recorded epoch's floor: every 100 steps W, ΔW and ΔW_bp's worth of bytes of every
+    plastic feedforward pathway (weights and biases) stored raw (:class:`RawRecordWriter`)."""
+    import tempfile
+    from pathlib import Path
+
+    data = mnist_shaped(6000 if quick else 60000, device=device)
+    made: dict = {}
+
+    def make() -> Circuit:
+        made["circuit"] = c = lillicrap_circuit()
+        made["params"] = [
+            t
+            for pw in c.feedforward_pathways()
+            if pw.plastic
+            for t in (pw.weight, pw.bias)
+            if t is not None
+        ]
+        return c
+
+    def on_step(step: int, signals) -> None:
+        if step % 100 == 0:
+            made["writer"].write(made["params"] * 3)  # W, ΔW, ΔW_bp: three copies' bytes
+
+    with tempfile.TemporaryDirectory(prefix="bioprop-bench-") as tmp:
+        make()  # the recorded parameters' sizes: W, ΔW and ΔW_bp (and b, Δb, Δb_bp), float32
+        nbytes = 3 * 4 * sum(t.numel() for t in made["params"])
+
+        epoch = train_epoch(
+            make,
+            "fa",
+            data,
+            device,
+            None,
+            loss="mse",
+            optimizer=("sgd", {"lr": 0.1}),
+            batch_size=32,
+            on_step=on_step,
+        )
+
+        def floor() -> None:
+            made["writer"] = RawRecordWriter(Path(tmp) / "raw.bin", nbytes)
+            try:
+                epoch()
+            finally:
+                made["writer"].close()
+
+        return interleaved_ratio(floor, _trainer_epoch("fa", data, 32, device), repeats)
+
+
 def _recording_overhead(quick: bool, repeats: int, device: str) -> dict:
     import tempfile
     from pathlib import Path
@@ -378,6 +483,21 @@ BENCHMARKS: dict[str, Bench] = {
             "recording_overhead",
             "fa epoch recording every 100 steps / without recording",
             _recording_overhead,
+        ),
+        Bench(
+            "handloop_over_bp_b32",
+            "floor of fa_over_bp_b32: hand-written torch FA loop / bp trainer epoch, batch 32",
+            _handloop_over_bp(32),
+        ),
+        Bench(
+            "handloop_over_bp_b128",
+            "floor of fa_over_bp_b128: hand-written torch FA loop / bp trainer, batch 128",
+            _handloop_over_bp(128),
+        ),
+        Bench(
+            "recording_bytes_floor",
+            "floor of recording_overhead: a record's bytes stored raw every 100 steps / none",
+            _recording_bytes_floor,
         ),
     ]
 }
