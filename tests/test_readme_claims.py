@@ -213,3 +213,30 @@ def test_fa_sweep_b_scale_works_like_a_hidden_learning_rate():
     assert bp[0.02]["failed"] == 3 and not bp[0.01]["failed"]
     angles = [c["angle_to_bp"]["mean"] for c in fa.values() if not c["failed"]]
     assert 24.5 < min(angles) and max(angles) < 34
+
+
+def _bench_runs(name: str) -> list[dict[str, float]]:
+    """Each run's ``{key: median ratio}`` of a stored ``bioprop bench`` table."""
+    runs: list[dict[str, float]] = []
+    for line in (RESULTS / name).read_text().splitlines():
+        if line.startswith("## run"):
+            runs.append({})
+        elif runs and re.match(r"^[a-z_0-9]+\s+-?\d", line):
+            key, ratio = line.split()[:2]
+            runs[-1][key] = float(ratio)
+    return runs
+
+
+def test_speed_targets_missed_sit_at_their_measured_floors():
+    # README (Speed): fa_over_bp_b128 and recording_overhead miss their targets but sit near
+    # the floors measured beside them; the floors themselves miss the targets (no trainer /
+    # recorder could meet them here); the other targets are met in both runs
+    runs = _bench_runs("bench_speed.txt")
+    assert len(runs) == 2
+    for r in runs:
+        assert r["handloop_over_bp_b128"] > 0.8 and r["recording_bytes_floor"] > 1.03
+        assert r["fa_over_bp_b128"] - r["handloop_over_bp_b128"] < 0.06
+        assert r["recording_overhead"] - r["recording_bytes_floor"] < 0.08
+        assert r["fa_over_handloop"] <= 1.1 and r["epoch_over_handloop_fmnist"] <= 1.15
+        assert r["rnn_bptt_over_torch_lstm"] <= 1.3 and r["dni_over_bptt_update"] <= 1.5
+        assert r["recording_rss_growth_mb"] <= 20 and abs(r["fa_over_bp_b32"] - 0.8) < 0.01
