@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -221,6 +222,7 @@ def lay_out(path: Path, layout: Layout, attrs: dict[str, Any]) -> None:
 
 #: built skeletons by layout key, most recently used last (at most IMAGE_CACHE_SIZE)
 _SKELETONS: OrderedDict[str, bytes] = OrderedDict()
+_SKELETONS_LOCK = threading.Lock()
 IMAGE_CACHE_SIZE = 16
 
 
@@ -253,12 +255,15 @@ def skeleton(lay: Layout) -> bytes:
     """The image of the recording laid out for ``lay`` without root attributes (cached per
     :func:`layout_key`; the cache holds the last :data:`IMAGE_CACHE_SIZE` layouts)."""
     key = layout_key(lay)
-    image = _SKELETONS.get(key)
+    with _SKELETONS_LOCK:
+        image = _SKELETONS.get(key)
     if image is None:
-        image = _SKELETONS[key] = _build(lay)
+        image = _build(lay)  # outside the lock: two threads may both build; both are right
+    with _SKELETONS_LOCK:  # recorders of a threaded sweep worker share the cache
+        _SKELETONS[key] = image
+        _SKELETONS.move_to_end(key)
         while len(_SKELETONS) > IMAGE_CACHE_SIZE:
             _SKELETONS.popitem(last=False)
-    _SKELETONS.move_to_end(key)
     return image
 
 
