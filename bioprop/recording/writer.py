@@ -290,7 +290,7 @@ class Recorder:
         buf = self._buffers.get((group, var))
         if buf is None or buf.shape != t.shape:
             buf = self._buffers[(group, var)] = torch.empty(t.shape, dtype=torch.float32)
-        if negate and t.device.type == "cpu":
+        if negate and t.device.type == "cpu" and t.dtype == torch.float32:
             torch.neg(t, out=buf)
         else:
             buf.copy_(t)
