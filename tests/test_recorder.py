@@ -227,4 +227,3 @@ def test_layouts_that_differ_never_share_a_skeleton(tmp_path):
         assert rec["pathways/input->hidden"].ds.sizes["post"] == hidden
         assert rec.attrs["rule"] == rule
         assert ("output->hidden" in rec["pathways"].children) == (rule == "fa")
-
