@@ -503,13 +503,24 @@ BENCHMARKS: dict[str, Bench] = {
 }
 
 
+#: keys whose target is a least value (higher is better), not a most
+AT_LEAST: set[str] = set()
+
+
 def register(
-    key: str, description: str, run: Callable[[bool, int, str], dict], target: float | None = None
+    key: str,
+    description: str,
+    run: Callable[[bool, int, str], dict],
+    target: float | None = None,
+    at_least: bool = False,
 ) -> None:
-    """Add a benchmark (later modules: EP, spiking, datasets)."""
+    """Add a benchmark (later modules: EP, spiking, datasets); ``at_least``: the target is
+    a least value (higher is better)."""
     BENCHMARKS[key] = Bench(key, description, run)
     if target is not None:
         TARGETS[key] = target
+    if at_least:
+        AT_LEAST.add(key)
 
 
 def run_bench(
@@ -531,7 +542,12 @@ def run_bench(
     for k in keys:
         machine = {"torch_threads": torch.get_num_threads(), "load_average": os.getloadavg()[0]}
         res = BENCHMARKS[k].run(quick, reps, device)
-        res.update(description=BENCHMARKS[k].description, target=TARGETS.get(k), **machine)
+        res.update(
+            description=BENCHMARKS[k].description,
+            target=TARGETS.get(k),
+            target_is_least=k in AT_LEAST,
+            **machine,
+        )
         out[k] = res
     return out
 
@@ -562,7 +578,8 @@ def format_bench(res: dict[str, dict]) -> str:
     ]
     nan = float("nan")
     for k, r in res.items():
-        tgt = f"≤{r['target']:.2f}" if r.get("target") else ""
+        sign = "≥" if r.get("target_is_least") else "≤"
+        tgt = f"{sign}{r['target']:.2f}" if r.get("target") else ""
         iqr = f"{r.get('ratio_q1', nan):.3f}-{r.get('ratio_q3', nan):.3f}"
         note = "  NOISY: spread > 5 % of the median (other processes on the cores?)"
         lines.append(
