@@ -240,3 +240,33 @@ def test_speed_targets_missed_sit_at_their_measured_floors():
         assert r["fa_over_handloop"] <= 1.1 and r["epoch_over_handloop_fmnist"] <= 1.15
         assert r["rnn_bptt_over_torch_lstm"] <= 1.3 and r["dni_over_bptt_update"] <= 1.5
         assert r["recording_rss_growth_mb"] <= 20 and abs(r["fa_over_bp_b32"] - 0.8) < 0.01
+
+
+def _max_n(name: str) -> dict[tuple[str, int, int], int]:
+    """``{(rule, T, seed): max N}`` from a stored ``dni_copy.py`` output."""
+    text = (RESULTS / name).read_text()
+    return {
+        (m.group(1), int(m.group(2)), int(m.group(3))): int(m.group(4))
+        for m in re.finditer(r"copy\s+(\S+)\s+T=(\d) seed (\d): max N (\d+)", text)
+    }
+
+
+def test_the_wider_lstm_helps_copy_only_at_the_longest_window_and_not_repeat_copy():
+    # README (256-unit LSTM): copy holds; at T = 5 dni and dni-aux reach N = 4 in both seeds
+    # (2.67 with 64 units), bptt stays at 2; T = 2-4 read as with 64 units; repeat copy does
+    # not hold at 256 units, where dni reached 2 at T = 4, 5 with 64
+    wide, narrow = _max_n("dni_copy_256.txt"), _max_n("dni_copy_long.txt")
+    assert sorted({s for (_, _, s) in wide}) == [0, 1]
+    for rule in ("dni", "dni-aux"):
+        assert [wide[(rule, 5, s)] for s in (0, 1)] == [4, 4]
+        assert _mean(narrow[(rule, 5, s)] for s in range(3)) < 3
+    assert [wide[("bptt", 5, s)] for s in (0, 1)] == [2, 2]
+    for t in (2, 3, 4):
+        for rule in ("bptt", "dni", "dni-aux"):
+            assert {wide[(rule, t, s)] for s in (0, 1)} == {narrow[(rule, t, 0)]}, (rule, t)
+    assert [v for _, v in _stored_verdicts("dni_copy_256.txt")] == ["HOLDS", "HOLDS"]
+    assert [v for _, v in _stored_verdicts("repeat_copy_256.txt")] == ["DOES NOT HOLD"] * 2
+    rep64, rep256 = _max_n("repeat_copy_long.txt"), _max_n("repeat_copy_256.txt")
+    assert [rep64[("dni", t, 0)] for t in (4, 5)] == [2, 2]
+    assert [rep256[(r, t, 0)] for r in ("dni", "dni-aux") for t in (3, 4, 5)] == [1] * 6
+    assert [rep256[("bptt", t, 0)] for t in (2, 4, 5)] == [1, 1, 1]
