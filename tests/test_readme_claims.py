@@ -228,18 +228,21 @@ def _bench_runs(name: str) -> list[dict[str, float]]:
 
 
 def test_speed_targets_missed_sit_at_their_measured_floors():
-    # README (Speed): fa_over_bp_b128 and recording_overhead miss their targets but sit near
-    # the floors measured beside them; the floors themselves miss the targets (no trainer /
-    # recorder could meet them here); the other targets are met in both runs
+    # README (Speed): fa_over_bp_b128 and recording_overhead miss their targets but sit at
+    # the floors measured beside them, which themselves miss the targets (no trainer or
+    # recorder could meet them here); the targets README calls met in both runs are
     runs = _bench_runs("bench_speed.txt")
     assert len(runs) == 2
     for r in runs:
         assert r["handloop_over_bp_b128"] > 0.8 and r["recording_bytes_floor"] > 1.03
         assert r["fa_over_bp_b128"] - r["handloop_over_bp_b128"] < 0.06
         assert r["recording_overhead"] - r["recording_bytes_floor"] < 0.08
-        assert r["fa_over_handloop"] <= 1.1 and r["epoch_over_handloop_fmnist"] <= 1.15
+        assert r["fa_over_handloop"] <= 1.1 and r["gflops_fraction_b128"] >= 0.5
         assert r["rnn_bptt_over_torch_lstm"] <= 1.3 and r["dni_over_bptt_update"] <= 1.5
-        assert r["recording_rss_growth_mb"] <= 20 and abs(r["fa_over_bp_b32"] - 0.8) < 0.01
+        assert r["recording_rss_growth_mb"] <= 20
+    # ... and those met in one run only
+    assert min(r["fa_over_bp_b32"] for r in runs) <= 0.8 < max(r["fa_over_bp_b32"] for r in runs)
+    assert min(r["gflops_fraction"] for r in runs) < 0.35 <= max(r["gflops_fraction"] for r in runs)
 
 
 def _max_n(name: str) -> dict[tuple[str, int, int], int]:
