@@ -31,7 +31,7 @@ check plastic   bioprop compare --task pattern-memorisation --quick --device cud
 check kickback  bioprop compare --task arm --rules bp,kickback --quick --device cuda --out "$out/kickback"
 check sweep     bioprop sweep --task linear --rules fa --seeds 2 --grid optimizer.lr=0.005,0.01 --quick --device cuda --out "$out/sweep"
 # absolute epoch times on the GPU (cand/base columns, seconds)
-check bench     bioprop bench --device cuda --repeats 3 --only fa_over_bp_b32,fa_over_bp_b128,fa_over_handloop,recording_overhead,epoch_over_handloop_fmnist,gflops_fraction,ep_over_bp_epoch,dtp_over_bp_epoch,kickback_over_bp_epoch,rnn_bptt_over_torch_lstm,dni_over_bptt_update
+check bench     bioprop bench --device cuda --repeats 3 --only fa_over_bp_b32,fa_over_bp_b128,handloop_over_bp_b32,handloop_over_bp_b128,fa_over_handloop,recording_overhead,recording_bytes_floor,epoch_over_handloop_fmnist,gflops_fraction,gflops_fraction_b128,ep_over_bp_epoch,dtp_over_bp_epoch,kickback_over_bp_epoch,rnn_bptt_over_torch_lstm,dni_over_bptt_update
 cat "$out/bench.log"
 echo "gpu_check: spiking circuits run on brian2 (CPU); not checked here. Logs in $out"
 exit $rc
