@@ -40,6 +40,8 @@ import bioprop as bp
 import _common
 
 PAPER_MNIST = {"bp": 2.4, "fa": 2.1, "shallow": 7.2}  # test error %, Lillicrap et al. 2016
+#: the rules whose feedback weights B are drawn at random (their scale is a setting)
+RANDOM_FEEDBACK = ("fa", "dfa", "sign-symmetry")
 
 
 def plot_alignment(out: Path, rules: list[str], seeds: int) -> Path:
@@ -82,7 +84,7 @@ def strong(task: bp.tasks.Task) -> bp.tasks.Task:
         task,
         rule_options={
             **task.rule_options,
-            **{r: {"feedback_init": bp.init.uniform(0.25)} for r in ("fa", "dfa", "sign-symmetry")},
+            **{r: {"feedback_init": bp.init.uniform(0.25)} for r in RANDOM_FEEDBACK},
         },
         activation="relu",
         output_activation="linear",
@@ -130,7 +132,7 @@ SETTINGS = {
     ),
     "feedback_scale": Setting(
         "feedback scale ω (B ~ U[±ω])",
-        ("fa", "dfa", "sign-symmetry"),
+        RANDOM_FEEDBACK,
         lambda task, per_rule: replace(
             task,
             rule_options={
@@ -325,7 +327,7 @@ def main(argv=None) -> int:
         task = replace(task, load=lambda seed, quick: _common.validation(base(seed, quick), quick))
     if args.feedback_scale is not None:
         task = SETTINGS["feedback_scale"].apply(
-            task, {r: args.feedback_scale for r in ("fa", "dfa", "sign-symmetry")}
+            task, {r: args.feedback_scale for r in RANDOM_FEEDBACK}
         )
     if args.hidden_lr is not None:
         task = SETTINGS["hidden_lr"].apply(task, {"bp": args.hidden_lr})

@@ -113,7 +113,7 @@ def interleaved_ratio(
         if len(ratios) < repeats:
             continue
         res = spread(ratios)
-        settled = res["ratio_q3"] - res["ratio_q1"] <= TOLERANCE * res["ratio"]
+        settled = not noisy(res)
         out_of_time = time.perf_counter() - t_start > time_cap
         if settled or len(ratios) >= max_repeats or out_of_time:
             break
@@ -131,6 +131,11 @@ def spread(ratios: list[float]) -> dict:
     ``ratio_q3`` — the spread every key reports beside its median."""
     q1, _, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
     return {"ratio": statistics.median(ratios), "ratio_q1": q1, "ratio_q3": q3}
+
+
+def noisy(res: dict) -> bool:
+    """Whether a :func:`spread`'s interquartile range exceeds ``TOLERANCE`` of its median."""
+    return res["ratio_q3"] - res["ratio_q1"] > TOLERANCE * res["ratio"]
 
 
 @contextlib.contextmanager
@@ -348,7 +353,7 @@ def _recording_bytes_floor(quick: bool, repeats: int, device: str) -> dict:
     made: dict = {}
 
     def make() -> Circuit:
-        made["circuit"] = c = lillicrap_circuit()
+        c = lillicrap_circuit()
         made["params"] = [
             t
             for pw in c.feedforward_pathways()

@@ -238,24 +238,17 @@ class Recorder:
             pw = self.circuit.pathways[name]
             gp = f"pathways/{name}"
             gv, values = have[(gp, "step")], {}
-            grads = {  # the rule's .grad (None: it left no update, a row of zeros)
-                var: param.grad
-                for var, param in (("weight_update", pw.weight), ("bias_update", pw.bias))
-                if var in gv
-            }
-            for var, t, negate in (
-                ("weight", pw.effective_weight() if "weight" in gv else None, False),
-                ("bias", pw.bias, False),
-                *((v, g, True) for v, g in grads.items()),
-                ("weight_update_bp", ref_grads.get(f"{name}.weight"), True),
-                ("bias_update_bp", ref_grads.get(f"{name}.bias"), True),
-            ):
-                if var not in gv:
-                    continue
-                if t is not None:
-                    values[var] = self._buffer(gp, var, t, negate)
-                elif var in grads:  # the rule left no update: a row of zeros
-                    values[var] = 0.0
+            if "weight" in gv:
+                values["weight"] = self._buffer(gp, "weight", pw.effective_weight())
+            if "bias" in gv:
+                values["bias"] = self._buffer(gp, "bias", pw.bias)
+            for var, param in (("weight_update", pw.weight), ("bias_update", pw.bias)):
+                if var in gv:  # −ĝ; a rule that left no update: a row of zeros
+                    g = param.grad
+                    values[var] = 0.0 if g is None else self._buffer(gp, var, g, negate=True)
+            for var, key in (("weight_update_bp", "weight"), ("bias_update_bp", "bias")):
+                if var in gv and f"{name}.{key}" in ref_grads:
+                    values[var] = self._buffer(gp, var, ref_grads[f"{name}.{key}"], negate=True)
             out.append((gp, values))
         k = self.spec.samples
         for name in self._populations:

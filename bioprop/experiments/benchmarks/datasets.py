@@ -7,9 +7,9 @@
 ``gflops_fraction``, ``gflops_fraction_b128``
     Achieved GFLOP/s of that trainer epoch (batch 32, 128) ÷ GFLOP/s of a plain 2048 × 2048
     ``torch.matmul`` measured in the same process: how close the epoch runs to the machine's
-    limit.  Targets ≥ 0.35 and ≥ 0.5.  An FA
-    step costs 2·N·(2·n_in·n_h + 2·n_h·n_out + n_out·n_h) FLOP for a batch of N (forward,
-    teaching signal, weight gradients; element-wise work not counted).
+    limit.  Targets ≥ 0.35 and ≥ 0.5.  An FA step costs 2·N·(2·n_in·n_h + 2·n_h·n_out +
+    n_out·n_h) FLOP for a batch of N (forward, teaching signal, weight gradients;
+    element-wise work not counted).
 """
 
 from __future__ import annotations
@@ -83,10 +83,9 @@ def _gflops_fraction(batch: int):
             peak.append(m)
             fractions.append(g / m)
         res = bench.spread(fractions)
-        noisy = res["ratio_q3"] - res["ratio_q1"] > bench.TOLERANCE * res["ratio"]
         return {
             **res,
-            "noisy": noisy,
+            "noisy": bench.noisy(res),
             "candidate_s": statistics.median(achieved),
             "baseline_s": statistics.median(peak),
             "repeats": repeats,
