@@ -209,8 +209,11 @@ def wall(args) -> str:
 
 
 # -- image-classification comparisons (lillicrap_mnist, bartunov_fc) -------------------------
-def image_parser(script: str, doc: str, rules: str, epochs: int) -> argparse.ArgumentParser:
-    """The shared options of the image-classification scripts; add script-specific ones."""
+def image_parser(
+    script: str, doc: str, rules: str, epochs: int, workers: bool = True
+) -> argparse.ArgumentParser:
+    """The shared options of the image-classification scripts; add script-specific ones.
+    ``workers``: offer ``--workers`` (scripts whose runs go through :func:`compare`)."""
     p = argparse.ArgumentParser(
         prog=f"{script}.py",
         description=doc.split("\n\n")[0],
@@ -224,6 +227,14 @@ def image_parser(script: str, doc: str, rules: str, epochs: int) -> argparse.Arg
     p.add_argument("--quick", action="store_true", help="2000 samples, a few dozen steps")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--overwrite", action="store_true", help="replace recordings in --out")
+    if workers:
+        p.add_argument(
+            "--workers",
+            type=int,
+            default=1,
+            help="run the rules × seeds on this many single-threaded worker processes "
+            "(a local dask cluster; default 1: one after another in this process)",
+        )
     p.add_argument(
         "--validation",
         action="store_true",
@@ -244,6 +255,8 @@ def image_setup(args: argparse.Namespace, script: str) -> tuple[Path, list[str]]
         args.seeds = 1 if args.quick else 3
     if args.seeds < 1:
         raise SystemExit("--seeds must be at least 1")
+    if getattr(args, "workers", 1) < 1:
+        raise SystemExit(f"--workers must be at least 1, got {args.workers}")
     if args.threads:
         torch.set_num_threads(args.threads)
     out = args.out or Path("runs") / f"{script}-{args.dataset}"
@@ -308,6 +321,7 @@ def compare(task, rules: Sequence[str], args: argparse.Namespace, out: Path):
         quick=args.quick,
         overwrite=args.overwrite or args.quick,
         progress=False,
+        workers=args.workers,
     )
     print(bp.compare_table(ds))
     return ds

@@ -159,7 +159,7 @@ def run_experiment(
     """The shared body of a target-propagation script: parse the image-script arguments (plus
     ``--validation``), load the data, run every variant × seed (:func:`run_variants`, cross-
     entropy), read the angles off the recordings and plot them."""
-    p = _common.image_parser(name, doc, rules, epochs)
+    p = _common.image_parser(name, doc, rules, epochs, workers=False)
     args = p.parse_args(argv)
     out, chosen = _common.image_setup(args, name)
     t0 = time.perf_counter()

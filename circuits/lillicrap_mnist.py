@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+import xarray as xr
 
 import bioprop as bp
 
@@ -144,39 +145,92 @@ SETTINGS = {
 }
 
 
+def validation_error(ds, rule: str, by_epoch: bool, epochs: int) -> tuple[float, int]:
+    """A selection run's validation error (seed 0) and the epoch count it stands for: the
+    least error over the epochs with ``by_epoch`` (early stopping; the earliest epoch on a
+    tie), else the error after all ``epochs``.  A failed run (e.g. one that diverged) reads
+    NaN and is never chosen."""
+    if not by_epoch:
+        return float(ds.test_error.sel(rule=rule).mean()), epochs
+    curve = ds.test_error_by_epoch.sel(rule=rule, seed=0)
+    if curve.isnull().all():
+        return float("nan"), epochs
+    i = int(curve.argmin("epoch", skipna=True))
+    return float(curve[i]), int(curve.epoch[i])
+
+
 def select_then_test(task, rules, setting: str, values, args, out: Path, argv) -> int:
     """Every rule's ``setting`` (a key of :data:`SETTINGS`) from ``values`` on the
     validation split (seed 0, the full budget), then every rule at its chosen value on the
     test set, ``args.seeds`` seeds; prints the claims and stores the result as
     ``<results>/lillicrap_mnist_<setup>.json`` (Adam rates) or
-    ``<results>/lillicrap_mnist_<setup>_<setting>.json``.  Rules the setting does not apply to (bp
-    and shallow have no feedback weights) keep the task's setting and skip the selection."""
+    ``<results>/lillicrap_mnist_<setup>_<setting>.json`` (``…_early_stopping.json`` with
+    ``args.select_epochs``).  Rules the setting does not apply to (bp
+    and shallow have no feedback weights) keep the task's setting and skip the selection.
+
+    With ``args.select_epochs`` each rule's number of epochs is chosen too: the epoch of
+    least validation error within ``task.epochs`` (jointly with the setting), and the test
+    runs train for that many epochs; rules the setting does not apply to then run on the
+    validation split once, to choose theirs."""
     t0 = time.perf_counter()
     label, applies, apply = SETTINGS[setting]
+    by_epoch = args.select_epochs
     tuned = [r for r in rules if applies is None or r in applies]
+    untuned = [r for r in rules if r not in tuned] if by_epoch else []
     base = task.load
     val = replace(task, load=lambda seed, quick: _common.validation(base(seed, quick), quick))
     n_seeds, args.seeds = args.seeds, 1
     errors: dict[str, dict[float, float]] = {r: {} for r in tuned}
+    at_epoch: dict[str, dict[float, int]] = {r: {} for r in tuned}
     for v in values:
         print(f"\n== validation, {label} {v:g}")
         ds = _common.compare(
             apply(val, {r: v for r in tuned}), tuned, args, out / f"select-{setting}{v:g}"
         )
         for r in tuned:
-            errors[r][v] = float(ds.test_error.sel(rule=r).mean())
-    chosen = {r: min(errors[r], key=errors[r].get) for r in tuned}
+            errors[r][v], at_epoch[r][v] = validation_error(ds, r, by_epoch, task.epochs)
+    own: dict[str, tuple[float, int]] = {}
+    if untuned:
+        print(f"\n== validation, the task's setting (epochs only): {', '.join(untuned)}")
+        ds = _common.compare(val, untuned, args, out / "select-epochs")
+        own = {r: validation_error(ds, r, True, task.epochs) for r in untuned}
+    chosen = {}
+    for r in tuned:
+        finite = {v: e for v, e in errors[r].items() if np.isfinite(e)}
+        if not finite:
+            raise SystemExit(f"{r}: every {label} in {values} failed on validation")
+        chosen[r] = min(finite, key=finite.get)
+    epochs = {r: at_epoch[r][chosen[r]] for r in tuned} | {r: e for r, (_, e) in own.items()}
+    epochs = {r: epochs.get(r, task.epochs) for r in rules}
     args.seeds = n_seeds
-    print(f"\n== test set, chosen {label}: {chosen}")
-    ds = _common.compare(apply(task, chosen), rules, args, out / "test")
+    print(f"\n== test set, chosen {label}: {chosen}; epochs: {epochs}")
+    groups: dict[int, list[str]] = {}
+    for r in rules:
+        groups.setdefault(epochs[r], []).append(r)
+    parts = [
+        _common.compare(
+            replace(apply(task, chosen), epochs=n),
+            group,
+            args,
+            out / ("test" if len(groups) == 1 else f"test-{n}epochs"),
+        )
+        for n, group in groups.items()
+    ]
+    ds = xr.concat([p[["test_error"]] for p in parts], "rule").sel(rule=rules)
     per_seed = {r: [float(v) for v in ds.test_error.sel(rule=r).values] for r in rules}
-    print(f"\nvalidation error % per {label} (seed 0):")
+    print(f"\nvalidation error % per {label} (seed 0{', at the best epoch' if by_epoch else ''}):")
     print(
         "\n".join(
-            f"  {r:<14} " + "  ".join(f"{v:g}: {100 * e:.2f}" for v, e in errors[r].items())
+            f"  {r:<14} "
+            + "  ".join(
+                f"{v:g}: {100 * e:.2f}" + (f" (epoch {at_epoch[r][v]})" if by_epoch else "")
+                for v, e in errors[r].items()
+            )
             for r in tuned
         )
     )
+    for r, (e, n) in own.items():
+        print(f"  {r:<14} task's setting: {100 * e:.2f} (epoch {n})")
     print(_common.paper_table(ds, rules, PAPER_MNIST, args.dataset))
     claims = paper_claims(per_seed, args.quick)
     print(f"\nClaims (Lillicrap et al. 2016, Fig. 2a; {args.setup} setup)")
@@ -194,9 +248,16 @@ def select_then_test(task, rules, setting: str, values, args, out: Path, argv) -
         "claims": claims,
         "wall_s": time.perf_counter() - t0,
     }
+    if by_epoch:  # task.epochs is then the most any run trained
+        result["validation_epoch"] = {
+            r: {f"{v:g}": n for v, n in d.items()} for r, d in at_epoch.items()
+        }
+        result["validation_error_own_setting"] = {r: e for r, (e, _) in own.items()}
+        result["epochs_chosen"] = epochs
     if not args.quick:
         args.results.mkdir(parents=True, exist_ok=True)
         suffix = "" if setting == "lr" else f"_{setting}"  # the strong setup's Adam rates
+        suffix += "_early_stopping" if by_epoch else ""
         dest = args.results / f"lillicrap_mnist_{args.setup}{suffix}.json"
         dest.write_text(json.dumps(result, indent=1))
         print(f"wrote {dest}")
@@ -281,6 +342,13 @@ def main(argv=None) -> int:
         help="choose the feedback scale of fa, dfa and sign-symmetry from these on the "
         "validation split, then report the test set once",
     )
+    parser.add_argument(
+        "--select-epochs",
+        action="store_true",
+        help="with a --select-… option: choose each rule's number of epochs too, the epoch "
+        "of least validation error within --epochs (early stopping), and train its test "
+        "runs for that many",
+    )
     args = parser.parse_args(argv)
     for flag in ("feedback_scale", "hidden_lr"):
         value = getattr(args, flag)
@@ -310,6 +378,8 @@ def main(argv=None) -> int:
         if selection is not None:
             parser.error("choose one setting per run: one --select-… option")
         selection = (setting, values)
+    if args.select_epochs and selection is None:
+        parser.error("--select-epochs chooses on validation with a --select-… option: add one")
     if args.select_lrs is not None and args.setup != "strong":
         parser.error("--select-lrs chooses Adam rates: it needs --setup strong")
     if args.select_hidden_lrs is not None and args.setup != "paper":

@@ -138,3 +138,15 @@ def test_a_tasks_rule_options_reach_the_rules_compare_trains(tmp_path):
     with pytest.raises(TypeError, match="rule 'bp'"):
         bp.compare(bad, rules=["bp"], seeds=1, out=tmp_path / "bad", quick=True, progress=False)
     assert not (tmp_path / "bad").exists()
+
+
+def test_compare_on_two_worker_processes_gives_the_serial_results(tmp_path):
+    # each run's weights and data order depend on its seed only, not on where it runs
+    kw = dict(rules=["bp", "fa"], seeds=2, quick=True, progress=False)
+    serial = bp.compare("linear", out=tmp_path / "serial", **kw)
+    parallel = bp.compare("linear", out=tmp_path / "parallel", workers=2, **kw)
+    np.testing.assert_array_equal(parallel.final_loss.values, serial.final_loss.values)
+    np.testing.assert_array_equal(parallel.loss_by_epoch.values, serial.loss_by_epoch.values)
+    with pytest.raises(ValueError, match="workers must be a positive integer, got 0"):
+        bp.compare("linear", out=tmp_path / "none", workers=0, **kw)
+    assert not (tmp_path / "none").exists()

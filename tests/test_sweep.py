@@ -149,6 +149,8 @@ def test_a_run_that_raises_is_recorded_as_failed_and_the_others_finish(tmp_path)
     assert "diverged" in str(ok.error.sel(rule="fa", seed=0).values[1])
     assert np.isfinite(ok.final_loss.sel(rule="fa", seed=0).values[0])
     assert "diverged" in ok.attrs["diverged"]
+    curves = ok.loss_by_epoch.sel(rule="fa", seed=0)
+    assert curves[0].notnull().all() and curves[1].isnull().all()  # a failed run has none
 
 
 def test_a_killed_worker_is_retried_from_its_checkpoint_and_nothing_is_duplicated(
@@ -423,3 +425,42 @@ def test_the_shipped_sweep_specs_are_valid():
     for p in specs:
         spec = load_spec(p).validate()
         assert spec.rules and spec.cells()
+
+
+def test_the_summary_keeps_every_runs_evaluation_after_each_epoch(tmp_path):
+    # the curves over `epoch` end at the run's final numbers
+    from dataclasses import replace
+
+    three = replace(bp.tasks.get("mnist1d"), quick_epochs=3, quick_max_steps=None)
+    ds = sweep(
+        task=three,
+        rules=["fa"],
+        seeds=1,
+        quick=True,
+        grid={"optimizer.lr": [0.01]},
+        out=str(tmp_path),
+        scheduler="serial",
+        progress=False,
+    )
+    ok = ds.sel(rule="fa", seed=0, **{"optimizer.lr": 0.01})
+    curve = ok.test_error_by_epoch.dropna("epoch")
+    assert list(curve.epoch.values) == [1, 2, 3]
+    assert float(curve[0]) > float(curve[-1])  # it learns
+    assert float(curve[-1]) == float(ok.test_error)
+    assert float(ok.loss_by_epoch.dropna("epoch")[-1]) == float(ok.final_loss)
+
+
+def test_rows_written_before_the_curves_were_kept_still_combine(tmp_path):
+    # a sweep resumed from rows of an older bioprop: their curves read as NaN
+    ds = bp.compare("linear", rules=["bp", "fa"], seeds=1, out=tmp_path, progress=False)
+    assert ds.loss_by_epoch.sel(rule="fa").notnull().any()
+    old = tmp_path / "rows" / "fa-seed0.nc"
+    with xr.open_dataset(old, engine="h5netcdf") as row:
+        stripped = row.drop_vars(["test_error_by_epoch", "loss_by_epoch", "epoch"]).load()
+    old.unlink()
+    stripped.to_netcdf(old, engine="h5netcdf")
+    combined = open_summary(tmp_path).load()
+    assert combined.loss_by_epoch.sel(rule="fa", seed=0).isnull().all()
+    assert combined.loss_by_epoch.sel(rule="bp", seed=0).notnull().any()
+    fa = dict(rule="fa", seed=0)
+    assert float(combined.final_loss.sel(**fa)) == float(ds.final_loss.sel(**fa))

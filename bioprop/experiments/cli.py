@@ -30,6 +30,7 @@ def _cmd_compare(args) -> int:
         overwrite=args.overwrite,
         quick=args.quick,
         progress=not args.no_progress,
+        workers=args.workers,
     )
     print(format_table(ds))
     out = args.out or f"runs/compare-{args.task}"
@@ -211,6 +212,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--overwrite", action="store_true", help="replace recordings in --out")
     c.add_argument("--quick", action="store_true", help="a tiny budget that runs in seconds")
     c.add_argument("--no-progress", action="store_true", help="no progress bars")
+    c.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="run the rules × seeds on N single-threaded worker processes (a local dask "
+        "cluster; default: one after another in this process)",
+    )
     c.set_defaults(func=_cmd_compare)
 
     w = sub.add_parser(

@@ -84,8 +84,13 @@ def compare(
     overwrite: bool = False,
     quick: bool = False,
     progress: bool = True,
+    workers: int | None = None,
 ) -> xr.Dataset:
     """Train every rule × seed of ``task`` and summarise.
+
+    The runs go one after another in this process, or, with ``workers`` > 1, on a local
+    dask cluster of that many single-threaded worker processes (the same results: each
+    run's weights and data order depend on its seed only).
 
     Each rule runs on the circuit kind it needs (``task.kind_for(rule)``: a layered
     circuit for bp/fa, a settling one for ep, a recurrent one for bptt/dni on sequence
@@ -99,7 +104,9 @@ def compare(
     and settling circuits, the whole update's angle elsewhere — mean of the last records;
     NaN for bp), ``wall_time`` (s), ``steps``, ``status`` (``ok`` or ``failed``),
     ``error`` (a failed run's message: a run that raises, e.g. diverges, does not stop the
-    others) and ``resumed_from``, over dims ``(rule, seed)``, plus ``kind`` over ``rule``.
+    others) and ``resumed_from``, over dims ``(rule, seed)``, plus ``kind`` over ``rule``;
+    ``test_error_by_epoch`` and ``loss_by_epoch`` over ``(rule, seed, epoch)``: the
+    evaluation after every epoch (NaN where a run has none).
     """
     t = _tasks.get(task)
     task = t.name
@@ -116,14 +123,18 @@ def compare(
     if epochs is not None and (not isinstance(epochs, int) or epochs < 1):
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
     check_device(device)
+    if workers is not None and (not isinstance(workers, int) or workers < 1):
+        raise ValueError(f"workers must be a positive integer, got {workers!r}")
     out = Path(out) if out is not None else Path("runs") / f"compare-{task}"
     spec = SweepSpec(
         task=t, rules=rules, seeds=list(range(seeds)), epochs=epochs, quick=quick, device=device
     ).validate()
+    parallel = workers is not None and workers > 1
     return execute(
         spec,
         out,
-        "serial",
+        None if parallel else "serial",
+        workers=workers if parallel else None,
         overwrite=overwrite,
         progress=progress,
         say=lambda s: None,

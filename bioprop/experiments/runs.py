@@ -52,6 +52,12 @@ ROW_VARIABLES = (
     "error",
     "resumed_from",
 )
+#: per-epoch curves in a row (over ``epoch``, 1..E; NaN past a run's last epoch): the
+#: evaluation after each epoch, from ``Run.history`` (test set, or the validation split)
+CURVE_VARIABLES = {
+    "test_error_by_epoch": "test_error",
+    "loss_by_epoch": ("test_nse", "test_loss"),
+}
 _BATCH_KINDS = ("layered", "settling")  # kinds trained by training.loop.fit (checkpoints)
 
 
@@ -229,6 +235,7 @@ def _train_and_write(config: RunConfig, lock: FileLock) -> dict[str, Any]:
         torch.set_num_threads(config.threads)
     row: dict[str, Any] = {"status": "ok", "error": "", "resumed_from": 0, "steps": 0}
     row.update(final_loss=math.nan, test_error=math.nan, angle_to_bp=math.nan)
+    row["curves"] = {}
     ckpt_path = Path(config.out) / "checkpoints" / f"{config.run_id}.pt"
     probe = None
     t0 = time.perf_counter()
@@ -275,6 +282,7 @@ def _train_and_write(config: RunConfig, lock: FileLock) -> dict[str, Any]:
             **extra,
         )
         row.update(steps=run.steps, final_loss=run.final_loss, test_error=run.test_error)
+        row["curves"] = epoch_curves(run.history)
         if not rule.is_reference:
             row["angle_to_bp"] = _final_angle(config.recording, probe)
     except Exception as exc:  # noqa: BLE001 - a failed run is a result, not the sweep's end
@@ -291,6 +299,19 @@ def _train_and_write(config: RunConfig, lock: FileLock) -> dict[str, Any]:
     ds = write_row(config, row)
     ckpt_path.unlink(missing_ok=True)
     return _first(ds)
+
+
+def epoch_curves(history: dict[str, list[float]]) -> dict[str, list[float]]:
+    """The :data:`CURVE_VARIABLES` of a run's ``history`` (one value per evaluation: after
+    every epoch, and after a last partial epoch where the run stopped inside one); a
+    variable the history lacks is left out (NaN in the summary)."""
+    curves = {}
+    for name, keys in CURVE_VARIABLES.items():
+        for k in (keys,) if isinstance(keys, str) else keys:
+            if history.get(k):
+                curves[name] = [float(v) for v in history[k]]
+                break
+    return curves
 
 
 def failed_row(config: RunConfig, message: str) -> dict[str, Any]:
@@ -320,6 +341,13 @@ def write_row(config: RunConfig, row: dict[str, Any]) -> xr.Dataset:
             data[k] = ("cell", np.full(n, int(v), dtype=np.int64))
         else:
             data[k] = ("cell", np.full(n, float(v)))
+    curves = row.get("curves") or {}
+    length = max((len(c) for c in curves.values()), default=0)
+    for k in CURVE_VARIABLES:
+        c = np.full(length, np.nan)
+        c[: len(curves.get(k, ()))] = curves.get(k, ())
+        data[k] = (("cell", "epoch"), np.tile(c, (n, 1)))
+    coords["epoch"] = ("epoch", np.arange(1, length + 1, dtype=np.int64))
     ds = xr.Dataset(data, coords=coords)
     ds.attrs.update(
         run_id=config.run_id,

@@ -29,7 +29,12 @@ def open_summary(out: str | os.PathLike, dims: list[str] | None = None) -> xr.Da
     if not files:
         raise FileNotFoundError(f"no finished runs in {out}/rows")
     rows = xr.open_mfdataset(
-        files, combine="nested", concat_dim="cell", engine="h5netcdf", data_vars="all"
+        files,
+        combine="nested",
+        concat_dim="cell",
+        engine="h5netcdf",
+        data_vars="all",
+        join="outer",  # runs differ in their number of epochs (curves padded with NaN)
     )
     if dims is None:
         dims = [c for c in rows.coords if c not in ("rule", "seed") and rows[c].dims == ("cell",)]
@@ -61,7 +66,7 @@ def finish_summary(
         ds[k] = ds[k].fillna(0).astype(np.int64)
     for v in ds.variables.values():
         v.encoding = {}  # the first row file's (its string widths would truncate the others)
-    ds = ds.transpose("rule", "seed", *axes)
+    ds = ds.transpose("rule", "seed", *axes, ...)
     ds["kind"] = ("rule", [kinds[r] for r in rules])
     for name, values in (point_coords or {}).items():
         ds = ds.assign_coords({name: ("point", values)})
