@@ -464,3 +464,22 @@ def test_rows_written_before_the_curves_were_kept_still_combine(tmp_path):
     assert combined.loss_by_epoch.sel(rule="bp", seed=0).notnull().any()
     fa = dict(rule="fa", seed=0)
     assert float(combined.final_loss.sel(**fa)) == float(ds.final_loss.sel(**fa))
+
+
+def _scheduler_inside_a_run() -> str:
+    import dask.base
+
+    from bioprop.experiments.runs import in_this_process
+
+    with in_this_process():
+        return dask.base.get_scheduler().__module__
+
+
+def test_a_run_on_a_dask_worker_reads_its_recording_in_its_own_thread():
+    # a task's dask computations go back to the cluster by default: the lazy h5py-backed
+    # arrays of a recording must be read where the file is, not shipped to another worker
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False) as cluster:
+        with Client(cluster) as client:
+            assert client.submit(_scheduler_inside_a_run).result(timeout=30) == "dask.local"

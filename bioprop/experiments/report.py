@@ -295,13 +295,16 @@ def _lillicrap_selection(root: Path, name: str) -> str:
     """Each rule's validation error per candidate setting (seed 0; the chosen one in bold)
     and its test error at the chosen setting, from ``name`` (written by
     ``circuits/lillicrap_mnist.py --select-…``); rules the setting does not apply to show
-    their test error only."""
+    their test error only.  Where the epoch count was chosen too (``--select-epochs``), a
+    validation cell gives its best epoch in brackets, and a column each rule's chosen count
+    (with the validation error of a rule that chose nothing else)."""
     d = _json(root, name)
     setting = d.get("setting", "Adam lr")  # the first stored file chose Adam rates only
     chosen = d.get("chosen", d.get("chosen_lr", {}))
     values = sorted({float(v) for errs in d["validation_error"].values() for v in errs})
     paper = {"bp": "2.4 %", "fa": "2.1 %", "shallow": "7.2 %"}
     short = "lr" if "lr" in setting else "ω"
+    by_epoch = "epochs_chosen" in d
     rows = []
     for rule, errs in d["test_error"].items():
         val = d["validation_error"].get(rule, {})
@@ -309,11 +312,21 @@ def _lillicrap_selection(root: Path, name: str) -> str:
         for v in values:
             e = val.get(f"{v:g}")
             cell = f"{100 * e:.2f}" if e is not None else "—"
+            if e is not None and by_epoch:
+                cell += f" ({d['validation_epoch'][rule][f'{v:g}']})"
             cells.append(f"**{cell}**" if rule in chosen and v == chosen[rule] else cell)
         test = _mean_sd(errs, 100, ".2f", " %")
+        if by_epoch:
+            n = str(d["epochs_chosen"][rule])
+            own = d.get("validation_error_own_setting", {}).get(rule)
+            cells.append(n if own is None else f"{n} (validation {100 * own:.2f} %)")
         rows.append([rule, *cells, test, paper.get(rule, "—")])
     head = ["rule", *(f"validation % at {short} {v:g}" for v in values)]
-    head += [f"test, {len(d['seeds'])} seeds, {d['epochs']} epochs", "paper, MNIST"]
+    if by_epoch:
+        head += [f"epochs (of {d['epochs']})"]
+        head += [f"test, {len(d['seeds'])} seeds, chosen epochs", "paper, MNIST"]
+    else:
+        head += [f"test, {len(d['seeds'])} seeds, {d['epochs']} epochs", "paper, MNIST"]
     return _table(head, rows)
 
 
@@ -332,6 +345,18 @@ def lillicrap_paper_bp(root: Path) -> str:
     """bp's hidden-layer SGD rate chosen on validation, the paper's setup
     (``lillicrap_mnist_paper_hidden_lr.json``)."""
     return _lillicrap_selection(root, "lillicrap_mnist_paper_hidden_lr.json")
+
+
+def lillicrap_paper_early_stopping(root: Path) -> str:
+    """Feedback scales and epoch counts chosen on validation, the paper's setup
+    (``lillicrap_mnist_paper_feedback_scale_early_stopping.json``)."""
+    return _lillicrap_selection(root, "lillicrap_mnist_paper_feedback_scale_early_stopping.json")
+
+
+def lillicrap_paper_bp_early_stopping(root: Path) -> str:
+    """bp's hidden-layer rate and epoch count chosen on validation, the paper's setup
+    (``lillicrap_mnist_paper_hidden_lr_early_stopping.json``)."""
+    return _lillicrap_selection(root, "lillicrap_mnist_paper_hidden_lr_early_stopping.json")
 
 
 def _short(v: float) -> str:
@@ -370,6 +395,8 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "lillicrap_strong": lillicrap_strong,
     "lillicrap_paper": lillicrap_paper,
     "lillicrap_paper_bp": lillicrap_paper_bp,
+    "lillicrap_paper_early_stopping": lillicrap_paper_early_stopping,
+    "lillicrap_paper_bp_early_stopping": lillicrap_paper_bp_early_stopping,
     "sweep_fa_scale_lr": sweep_fa_scale_lr,
 }
 

@@ -221,9 +221,21 @@ def execute_run(config: RunConfig) -> dict[str, Any]:
     try:
         if path.exists():
             return read_row(path)
-        return _train_and_write(config, lock)
+        with in_this_process():
+            return _train_and_write(config, lock)
     finally:
         lock.release()
+
+
+def in_this_process():
+    """A context in which dask computes in the calling thread.  Inside a task on a dask
+    worker, dask's default is to send any computation back to the cluster; a recording's
+    lazy (h5py-backed) arrays, read at the end of a run for its angle to the reference, must
+    not travel: another process reopening the file, or this one reopening it with other
+    locking flags, fails, and the worker loses its connection to the scheduler."""
+    import dask
+
+    return dask.config.set(scheduler="synchronous")
 
 
 def _train_and_write(config: RunConfig, lock: FileLock) -> dict[str, Any]:
