@@ -11,7 +11,9 @@ learning rate (the hidden update is ∝ Bδ): it is chosen on the validation spl
 ``--select-feedback-scales 0.05,0.125,0.25,0.5,1,2`` (the task's default, U[±2], is that
 choice).  Its control is bp with its own hidden-layer rate chosen the same way,
 ``--select-hidden-lrs 0.2,0.5,1,2,4`` (``--hidden-lr`` sets it); ``--feedback-scale``
-sets ω by hand.
+sets ω by hand.  ``--select-epochs`` chooses each rule's number of epochs with it (the
+epoch of least validation error within ``--epochs``: early stopping) and trains the test
+runs that long; ``--workers 2`` runs the rules × seeds side by side.
 
     python circuits/lillicrap_mnist.py --dataset fashion-mnist --seeds 3 --epochs 10
 
