@@ -289,3 +289,31 @@ def test_without_the_scale_kappa_dni_on_the_text_stream_stalls_at_the_unigram_le
         )
         bpc[scale] = run.history["valid_loss"][0]
     assert bpc[1.0] > 4.0 and bpc[0.1] < bpc[1.0] - 0.5, bpc
+
+
+@pytest.mark.slow
+def test_early_stopping_on_validation_trains_each_rules_test_runs_for_its_chosen_epochs(
+    tmp_path,
+):
+    # --select-epochs (paper setup, 4 epochs, 1 seed, two worker processes): each rule's
+    # epoch count is the least of its validation curve, its test runs train exactly that
+    # long, and the claim still holds at that budget
+    import json
+
+    import xarray as xr
+
+    results = tmp_path / "results"
+    args = "--select-feedback-scales 2 --select-epochs --rules fa,shallow --epochs 4".split()
+    args += ["--seeds", "1", "--workers", "2", "--results", str(results)]
+    assert_all_hold(verdicts("lillicrap_mnist", tmp_path, *args))
+    d = json.loads(
+        (results / "lillicrap_mnist_paper_feedback_scale_early_stopping.json").read_text()
+    )
+    with xr.open_dataset(tmp_path / "select-feedback_scale2" / "summary.nc") as sel:
+        curve = sel.test_error_by_epoch.sel(rule="fa", seed=0).values
+    assert d["epochs_chosen"]["fa"] == int(curve.argmin()) + 1 == d["validation_epoch"]["fa"]["2"]
+    assert d["validation_error"]["fa"]["2"] == float(curve.min())
+    for rule, n in d["epochs_chosen"].items():
+        folder = next(tmp_path.glob(f"test*/rows/{rule}-seed0.nc"))
+        with xr.open_dataset(folder) as row:
+            assert int(row.test_error_by_epoch.notnull().sum()) == n, rule
