@@ -347,6 +347,12 @@ def lillicrap_paper_bp(root: Path) -> str:
     return _lillicrap_selection(root, "lillicrap_mnist_paper_hidden_lr.json")
 
 
+def lillicrap_strong_early_stopping(root: Path) -> str:
+    """Adam rates and epoch counts chosen on validation, the strong setup
+    (``lillicrap_mnist_strong_early_stopping.json``)."""
+    return _lillicrap_selection(root, "lillicrap_mnist_strong_early_stopping.json")
+
+
 def lillicrap_paper_early_stopping(root: Path) -> str:
     """Feedback scales and epoch counts chosen on validation, the paper's setup
     (``lillicrap_mnist_paper_feedback_scale_early_stopping.json``)."""
@@ -396,6 +402,7 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "lillicrap_paper": lillicrap_paper,
     "lillicrap_paper_bp": lillicrap_paper_bp,
     "lillicrap_paper_early_stopping": lillicrap_paper_early_stopping,
+    "lillicrap_strong_early_stopping": lillicrap_strong_early_stopping,
     "lillicrap_paper_bp_early_stopping": lillicrap_paper_bp_early_stopping,
     "sweep_fa_scale_lr": sweep_fa_scale_lr,
 }
