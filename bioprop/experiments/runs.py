@@ -26,6 +26,7 @@ import os
 import re
 import socket
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -227,7 +228,7 @@ def execute_run(config: RunConfig) -> dict[str, Any]:
         lock.release()
 
 
-def in_this_process():
+def in_this_process() -> AbstractContextManager:
     """A context in which dask computes in the calling thread.  Inside a task on a dask
     worker, dask's default is to send any computation back to the cluster; a recording's
     lazy (h5py-backed) arrays, read at the end of a run for its angle to the reference, must
