@@ -202,8 +202,11 @@ def select_then_test(task, rules, setting: str, values, args, out: Path, argv) -
         if not finite:
             raise SystemExit(f"{r}: every {label} in {values} failed on validation")
         chosen[r] = min(finite, key=finite.get)
-    epochs = {r: at_epoch[r][chosen[r]] for r in tuned} | {r: e for r, (_, e) in own.items()}
-    epochs = {r: epochs.get(r, task.epochs) for r in rules}
+    epochs = (
+        dict.fromkeys(rules, task.epochs)
+        | {r: at_epoch[r][chosen[r]] for r in tuned}
+        | {r: n for r, (_, n) in own.items()}
+    )
     args.seeds = n_seeds
     print(f"\n== test set, chosen {label}: {chosen}; epochs: {epochs}")
     groups: dict[int, list[str]] = {}

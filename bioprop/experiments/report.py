@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import difflib
+import functools
 import json
 import math
 import re
@@ -330,39 +331,16 @@ def _lillicrap_selection(root: Path, name: str) -> str:
     return _table(head, rows)
 
 
-def lillicrap_strong(root: Path) -> str:
-    """Adam rates chosen on validation, the strong setup (``lillicrap_mnist_strong.json``)."""
-    return _lillicrap_selection(root, "lillicrap_mnist_strong.json")
-
-
-def lillicrap_paper(root: Path) -> str:
-    """Feedback scales chosen on validation, the paper's setup
-    (``lillicrap_mnist_paper_feedback_scale.json``)."""
-    return _lillicrap_selection(root, "lillicrap_mnist_paper_feedback_scale.json")
-
-
-def lillicrap_paper_bp(root: Path) -> str:
-    """bp's hidden-layer SGD rate chosen on validation, the paper's setup
-    (``lillicrap_mnist_paper_hidden_lr.json``)."""
-    return _lillicrap_selection(root, "lillicrap_mnist_paper_hidden_lr.json")
-
-
-def lillicrap_strong_early_stopping(root: Path) -> str:
-    """Adam rates and epoch counts chosen on validation, the strong setup
-    (``lillicrap_mnist_strong_early_stopping.json``)."""
-    return _lillicrap_selection(root, "lillicrap_mnist_strong_early_stopping.json")
-
-
-def lillicrap_paper_early_stopping(root: Path) -> str:
-    """Feedback scales and epoch counts chosen on validation, the paper's setup
-    (``lillicrap_mnist_paper_feedback_scale_early_stopping.json``)."""
-    return _lillicrap_selection(root, "lillicrap_mnist_paper_feedback_scale_early_stopping.json")
-
-
-def lillicrap_paper_bp_early_stopping(root: Path) -> str:
-    """bp's hidden-layer rate and epoch count chosen on validation, the paper's setup
-    (``lillicrap_mnist_paper_hidden_lr_early_stopping.json``)."""
-    return _lillicrap_selection(root, "lillicrap_mnist_paper_hidden_lr_early_stopping.json")
+#: README table name -> the ``circuits/lillicrap_mnist.py --select-…`` results file it renders
+LILLICRAP_SELECTIONS = {
+    "lillicrap_strong": "lillicrap_mnist_strong.json",  # Adam rates, the strong setup
+    "lillicrap_paper": "lillicrap_mnist_paper_feedback_scale.json",  # fa/sign-symmetry ω
+    "lillicrap_paper_bp": "lillicrap_mnist_paper_hidden_lr.json",  # bp's hidden-layer rate
+    # the same with each rule's epoch count chosen too (--select-epochs)
+    "lillicrap_strong_early_stopping": "lillicrap_mnist_strong_early_stopping.json",
+    "lillicrap_paper_early_stopping": "lillicrap_mnist_paper_feedback_scale_early_stopping.json",
+    "lillicrap_paper_bp_early_stopping": "lillicrap_mnist_paper_hidden_lr_early_stopping.json",
+}
 
 
 def _short(v: float) -> str:
@@ -398,12 +376,7 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "dtp_meulemans": dtp_meulemans,
     "plasticity_patterns": plasticity_patterns,
     "plasticity_images": plasticity_images,
-    "lillicrap_strong": lillicrap_strong,
-    "lillicrap_paper": lillicrap_paper,
-    "lillicrap_paper_bp": lillicrap_paper_bp,
-    "lillicrap_paper_early_stopping": lillicrap_paper_early_stopping,
-    "lillicrap_strong_early_stopping": lillicrap_strong_early_stopping,
-    "lillicrap_paper_bp_early_stopping": lillicrap_paper_bp_early_stopping,
+    **{t: functools.partial(_lillicrap_selection, name=f) for t, f in LILLICRAP_SELECTIONS.items()},
     "sweep_fa_scale_lr": sweep_fa_scale_lr,
 }
 
